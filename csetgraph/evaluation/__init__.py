@@ -1,1 +1,6 @@
-"""csetgraph.evaluation"""
+"""Evaluation: ranking metrics (pure functions), distances and re-ranking."""
+
+from csetgraph.evaluation.metrics import RankMetrics, pairwise_distance, rank_metrics
+from csetgraph.evaluation.reranking import k_reciprocal_rerank
+
+__all__ = ["RankMetrics", "k_reciprocal_rerank", "pairwise_distance", "rank_metrics"]
