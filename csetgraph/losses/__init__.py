@@ -1,1 +1,19 @@
-"""csetgraph.losses"""
+"""Losses: identity, cross-modal triplet, cross-distillation (eq. 8-10)."""
+
+from csetgraph.losses.distillation import CrossDistillationLoss, cross_distillation_loss
+from csetgraph.losses.identity import IdentityLoss, identity_loss
+from csetgraph.losses.triplet import (
+    CrossModalTripletLoss,
+    cross_modal_triplet_loss,
+    squared_euclidean,
+)
+
+__all__ = [
+    "CrossDistillationLoss",
+    "CrossModalTripletLoss",
+    "IdentityLoss",
+    "cross_distillation_loss",
+    "cross_modal_triplet_loss",
+    "identity_loss",
+    "squared_euclidean",
+]

@@ -1,0 +1,298 @@
+"""Configuration: nested dataclasses, YAML files and dotted command-line overrides.
+
+The dataclass defaults are the CPU-sized synthetic recipe that ``make train`` runs; the paper's
+recipes live in ``configs/`` (``sysu_mm01.yaml``, ``regdb.yaml``, ``llcm.yaml``).
+
+>>> cfg = load_config("configs/synthetic.yaml", ["train.epochs=3", "model.depth=4"])
+
+Unknown keys and values of the wrong type are errors that name the key and list the valid
+keys. No config object is passed to a layer: :mod:`csetgraph.models` adapts it to keyword
+arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+@dataclass
+class SyntheticConfig:
+    """How to generate the synthetic data set when ``data.root`` does not exist yet."""
+
+    enabled: bool = True  # generate into data.root on first use if the folder is missing
+    num_train_ids: int = 96
+    num_val_ids: int = 24
+    num_test_ids: int = 48
+    images_per_camera: int = 6
+    height: int = 128
+    width: int = 64
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "sysu_mm01"  # sysu_mm01 | regdb | llcm
+    root: str = "data/synthetic_sysu_mm01"
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    train_split: str = "train+val"  # train+val (published numbers) | train (select on val)
+    trial: int = 1  # RegDB split 1-10
+    height: int = 128  # network input size (paper: 256 x 128)
+    width: int = 64
+    num_ids_per_batch: int = 8  # P identities per batch ...
+    num_instances: int = 4  # ... x K images per identity and modality
+    num_workers: int = 2
+    mean: list[float] | None = None  # None: the backbone's pretrained statistics
+    std: list[float] | None = None
+    pad: int = 10
+    flip_prob: float = 0.5
+    erasing_prob: float = 0.5
+    skip_corrupt: bool = False  # skip unreadable images (and report how many) instead of failing
+
+
+@dataclass
+class SEConfig:
+    direction: str = "none"  # none | i2v | v2i | both
+    layers: list[int] = field(default_factory=list)  # exchange after these blocks (0-based)
+    alpha: float = 0.7
+    ratio: float = 0.25
+    temperature: float = 1.0
+
+
+@dataclass
+class CAConfig:
+    enabled: bool = False
+    heads: int = 4
+
+
+@dataclass
+class MHGAConfig:
+    enabled: bool = False
+    heads: int = 4
+    strengths: list[float] = field(default_factory=lambda: [1.0, 0.7, 0.3])
+    learn_strengths: bool = False
+    adjacency: str = "sequence"  # sequence (the paper's |pos_i - pos_j| = 1) | grid
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "vit_tiny_patch16_224"  # a timm ViT name
+    pretrained: str = ""  # "" (random init) | a timm name | a local checkpoint path
+    embed_dim: int | None = None  # None: the backbone's own width/depth/heads
+    depth: int | None = None
+    num_heads: int | None = None
+    patch_stride: int | None = None  # None: = patch size; smaller gives overlapping patches
+    drop_path_rate: float = 0.1
+    dropout: float = 0.5
+    se: SEConfig = field(default_factory=SEConfig)
+    ca: CAConfig = field(default_factory=CAConfig)
+    mhga: MHGAConfig = field(default_factory=MHGAConfig)
+
+
+@dataclass
+class LossConfig:
+    triplet_weight: float = 0.7  # beta
+    margin: float = 0.3
+    label_smoothing: float = 0.0
+    distill_weight: float = 1.0  # gamma, cross-distillation (only with model.ca.enabled)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 120
+    lr: float = 3e-4
+    weight_decay: float = 5e-4
+    step_size: int = 40
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16
+    output_dir: str = "runs"
+    run_name: str = ""  # "" -> a timestamped name
+    resume: str = ""  # a run folder or checkpoint file
+    eval_every: int = 0  # validate every N epochs (0: never during training)
+    max_steps_per_epoch: int = 0  # 0: full epochs; >0 caps them (smoke tests)
+    num_threads: int = 0  # 0: torch's default
+
+
+@dataclass
+class EvalConfig:
+    modes: list[str] = field(default_factory=lambda: ["all", "indoor"])
+    trials: int = 10
+    batch_size: int = 128
+    flip: bool = False  # average the embeddings of an image and its mirror
+    metric: str = "cosine"
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# schema checking
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (arg,) = typing.get_args(tp)
+        return f"list[{_type_name(arg)}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted where harmless."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return _build(tp, value, key)
+    if origin is list:
+        (arg,) = typing.get_args(tp)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover - schema bug
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in hints:
+            raise ConfigError(f"unknown config key {full!r}; valid keys here: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # pragma: no cover - all fields have defaults
+        raise ConfigError(f"{prefix or 'config'}: {err}") from err
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    cls: Any = Config
+    for i, part in enumerate(parts):
+        hints = typing.get_type_hints(cls)
+        here = ".".join(parts[: i + 1])
+        if part not in hints:
+            valid = ", ".join(f.name for f in dataclasses.fields(cls))
+            raise ConfigError(f"unknown config key {here!r}; valid keys here: {valid}")
+        if i == len(parts) - 1:
+            node[part] = value
+            return
+        cls = hints[part]
+        if not dataclasses.is_dataclass(cls):
+            raise ConfigError(f"{here!r} is a value, not a section; cannot set {dotted!r}")
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{here!r} must be a mapping")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``"a.b=value"``; the value is read as YAML (``3``, ``true``, ``[1, 2]``, ``x``)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: cannot parse the value: {err}") from err
+    return key, value
+
+
+def config_from_dict(values: Mapping[str, Any] | None) -> Config:
+    """Build a :class:`Config` from a nested mapping (missing keys take their defaults)."""
+    return _build(Config, values or {})
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML recipe (or the defaults when ``path`` is None) and apply dotted overrides.
+
+    Args:
+        path: a YAML file whose nesting follows :class:`Config`.
+        overrides: strings such as ``"train.epochs=3"``, applied in order after the file.
+
+    Raises:
+        ConfigError: unknown keys, wrong types, or an unreadable file.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        tree = loaded
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    return config_from_dict(tree)
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as plain nested dicts and lists (YAML/JSON-ready)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (it loads back with :func:`load_config`)."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
