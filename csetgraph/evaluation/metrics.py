@@ -121,7 +121,11 @@ def _distance_chunk(distmat, start: int, stop: int, device: torch.device) -> tor
     if isinstance(distmat, torch.Tensor):
         chunk = distmat[start:stop]
     else:
-        chunk = torch.from_numpy(np.ascontiguousarray(distmat[start:stop]))
+        rows = np.ascontiguousarray(distmat[start:stop])
+        if not rows.flags.writeable:
+            # torch wants writable memory (read-only memmaps); copying one chunk is cheap.
+            rows = rows.copy()
+        chunk = torch.from_numpy(rows)
     if not chunk.is_floating_point():
         # Integer distances are exact in float64, so ties stay ties.
         chunk = chunk.to(torch.float64)
@@ -312,7 +316,9 @@ def pairwise_distance(q_feats, g_feats, metric: str = "cosine", chunk_size: int 
     * ``"cosine"``: ``1 - cos(q, g)``, in [0, 2]; features are L2-normalised inside (a
       zero vector stays zero, giving distance 1 to everything).
     * ``"euclidean"``: the (non-squared) Euclidean distance ``||q - g||_2``, computed as
-      ``sqrt(max(||q||^2 + ||g||^2 - 2 q.g, 0))``.
+      ``sqrt(max(||q||^2 + ||g||^2 - 2 q.g, 0))`` after centring both on the gallery
+      mean; in float32 a distance near 0 therefore has an absolute error of about
+      ``1e-3 * ||q - mean||`` (use float64 features if that matters).
 
     Both inputs must be numpy arrays or both torch tensors; the result has the same type
     (a tensor stays on its device) and the features' floating dtype. The work is done in
@@ -355,6 +361,11 @@ def pairwise_distance(q_feats, g_feats, metric: str = "cosine", chunk_size: int 
         q = torch.nn.functional.normalize(q, dim=1)
         g = torch.nn.functional.normalize(g, dim=1)
     else:
+        # Distances are translation invariant; centring on the gallery mean shrinks the
+        # norms and so the cancellation error of the ||q||^2 + ||g||^2 - 2 q.g expansion
+        # (features after a ReLU share a large common offset).
+        centre = g.mean(dim=0, keepdim=True)  # (1, D)
+        q, g = q - centre, g - centre
         g_sq = (g * g).sum(dim=1)  # (G,)
     out = torch.empty((q.shape[0], g.shape[0]), dtype=dtype, device=q.device)
     step = _chunk_rows(q.shape[0], g.shape[0], chunk_size)
