@@ -36,7 +36,8 @@ def _check_root(root: str | Path) -> Path:
     if missing:
         raise DatasetLayoutError(
             f"{str(root)!r} does not have the SYSU-MM01 layout: missing {', '.join(missing)}. "
-            "Expected root/cam1 ... cam6/<pid:04d>/<n:04d>.jpg and root/exp/{train,val,test}_id.txt."
+            "Expected root/cam1 ... cam6/<pid:04d>/<n:04d>.jpg and "
+            "root/exp/{train,val,test}_id.txt."
         )
     return root
 

@@ -2,6 +2,7 @@
 
 from csetgraph.losses.distillation import CrossDistillationLoss, cross_distillation_loss
 from csetgraph.losses.identity import IdentityLoss, identity_loss
+from csetgraph.losses.total import CSETLoss
 from csetgraph.losses.triplet import (
     CrossModalTripletLoss,
     cross_modal_triplet_loss,
@@ -9,6 +10,7 @@ from csetgraph.losses.triplet import (
 )
 
 __all__ = [
+    "CSETLoss",
     "CrossDistillationLoss",
     "CrossModalTripletLoss",
     "IdentityLoss",

@@ -41,7 +41,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     for key in _WRAPPER_KEYS:
         if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
             state = state[key]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
         raise CheckpointError(f"{str(path)!r} does not hold a state dict of tensors")
     return dict(state)
 
@@ -67,7 +69,9 @@ def filter_vit_checkpoint(
         if key.startswith(_HEAD_PREFIXES):
             continue
         if key == "pos_embed" and key in target and value.shape != target[key].shape:
-            prefix_tokens = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+            prefix_tokens = (
+                0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+            )
             n_old = value.shape[1] - prefix_tokens
             old_grid = _guess_grid(n_old, getattr(model.patch_embed, "grid_size", None))
             value = resample_abs_pos_embed(

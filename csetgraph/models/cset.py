@@ -117,7 +117,7 @@ class CSET(nn.Module):
         modality = torch.cat(
             [feat.new_zeros(B, dtype=torch.long), feat.new_ones(B, dtype=torch.long)]
         )
-        return {"feat": feat, "tri_feat": feat, "logits": logits, "modality": modality}
+        return {"feat": feat, "tri_feat": feat, "tri_modality": modality, "logits": logits}
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, modality: str) -> torch.Tensor:
