@@ -1,0 +1,53 @@
+import itertools
+
+import torch
+
+from csetgraph.losses import cross_modal_triplet_loss, squared_euclidean
+
+
+def loop_reference(feat, pids, mods, margin):
+    losses = []
+    for a in range(len(feat)):
+        pos = [
+            ((feat[a] - feat[p]) ** 2).sum()
+            for p in range(len(feat))
+            if pids[p] == pids[a] and mods[p] != mods[a]
+        ]
+        neg = [
+            ((feat[a] - feat[n]) ** 2).sum()
+            for n in range(len(feat))
+            if pids[n] != pids[a] and mods[n] != mods[a]
+        ]
+        if pos and neg:
+            losses.append(torch.clamp(max(pos) - min(neg) + margin, min=0))
+    return torch.stack(losses).mean()
+
+
+def test_matches_a_loop_over_cross_modal_triplets():
+    torch.manual_seed(0)
+    feat = torch.randn(12, 5, dtype=torch.float64)
+    pids = torch.tensor([0, 0, 1, 1, 2, 2] * 2)
+    mods = torch.tensor([0] * 6 + [1] * 6)
+    for margin in (0.3, 5.0):
+        got = cross_modal_triplet_loss(feat, pids, mods, margin)
+        torch.testing.assert_close(got, loop_reference(feat, pids, mods, margin))
+
+
+def test_same_modality_pairs_are_never_mined():
+    # Visible 0 and 1 share a pid and are far apart, but they are the same modality.
+    feat = torch.tensor([[0.0], [10.0], [0.0], [3.0]], dtype=torch.float64)
+    pids = torch.tensor([0, 0, 0, 1])
+    mods = torch.tensor([0, 0, 1, 1])
+    # anchors 0,1 (vis): pos = ir sample 2, neg = ir sample 3; anchors 2,3 (ir) lack a pos/neg pair
+    # anchor 0: d(0,2)=0, d(0,3)=9 -> max(0 - 9 + .3, 0) = 0
+    # anchor 1: d(1,2)=100, d(1,3)=49 -> 51.3 ; anchor 2: pos {0,1} max 100, neg none -> skip
+    # anchor 3: pos none -> skip
+    got = cross_modal_triplet_loss(feat, pids, mods, 0.3)
+    torch.testing.assert_close(got, torch.tensor((0 + 51.3) / 2, dtype=torch.float64))
+
+
+def test_squared_euclidean_matches_cdist():
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    torch.testing.assert_close(squared_euclidean(x, y), torch.cdist(x, y) ** 2)
+    for i, j in itertools.product(range(4), range(5)):
+        assert squared_euclidean(x, y)[i, j] >= 0

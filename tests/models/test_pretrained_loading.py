@@ -1,0 +1,78 @@
+import argparse
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from timm.layers import resample_abs_pos_embed
+
+from csetgraph.models import CheckpointError, ViTEncoder, filter_vit_checkpoint
+
+TINY = dict(embed_dim=32, depth=2, num_heads=2)
+
+
+def _reference_vit(img_size):
+    """A 'pretrained' ViT at another resolution, as ImageNet checkpoints are (square)."""
+    torch.manual_seed(0)
+    return ViTEncoder("vit_tiny_patch16_224", img_size=img_size, **TINY).vit
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_local_checkpoint_loads_with_resampled_positions(tmp_path, suffix):
+    ref = _reference_vit((64, 64))  # a 4 x 4 grid
+    state = {f"module.{k}": v for k, v in ref.state_dict().items()}  # a DDP-wrapped save
+    state["head.weight"] = torch.randn(10, 32)  # a classifier to be dropped
+    path = tmp_path / f"vit{suffix}"
+    if suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save({"state_dict": state}, path)
+
+    enc = ViTEncoder("vit_tiny_patch16_224", img_size=(128, 64), pretrained=str(path), **TINY)
+    assert enc.grid_size == (8, 4)
+    got = enc.vit.state_dict()
+    for key, value in ref.state_dict().items():
+        if key != "pos_embed":
+            torch.testing.assert_close(got[key], value)
+    # The positional grid is resampled from 4x4 to 8x4, the class token's entry kept as is.
+    expected = resample_abs_pos_embed(ref.pos_embed.detach(), [8, 4], [4, 4], num_prefix_tokens=1)
+    torch.testing.assert_close(got["pos_embed"], expected)
+    torch.testing.assert_close(got["pos_embed"][:, 0], ref.pos_embed[:, 0].detach())
+
+
+def test_filter_is_pure():
+    ref = _reference_vit((64, 64))
+    target = ViTEncoder("vit_tiny_patch16_224", img_size=(128, 64), **TINY).vit
+    state = ref.state_dict()
+    before = {k: v.clone() for k, v in state.items()}
+    out = filter_vit_checkpoint(state, target)
+    assert out["pos_embed"].shape == target.pos_embed.shape
+    assert all(torch.equal(state[k], before[k]) for k in before)
+
+
+def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
+    wide = ViTEncoder("vit_tiny_patch16_224", img_size=(64, 64), embed_dim=48, depth=2, num_heads=2)
+    torch.save(wide.vit.state_dict(), tmp_path / "wide.pth")
+    with pytest.raises(CheckpointError, match="does not fit the model"):
+        ViTEncoder(
+            "vit_tiny_patch16_224", img_size=(64, 32), pretrained=str(tmp_path / "wide.pth"), **TINY
+        )
+    (tmp_path / "junk.pth").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        ViTEncoder(
+            "vit_tiny_patch16_224", img_size=(64, 32), pretrained=str(tmp_path / "junk.pth"), **TINY
+        )
+    with pytest.raises(CheckpointError, match="does not exist"):
+        ViTEncoder(
+            "vit_tiny_patch16_224", img_size=(64, 32), pretrained=str(tmp_path / "no.pth"), **TINY
+        )
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    # Any object outside torch's weights-only allow-list must be refused, not unpickled.
+    torch.save(
+        {"model": {"w": torch.zeros(1)}, "obj": argparse.Namespace(x=1)}, tmp_path / "evil.pth"
+    )
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        ViTEncoder(
+            "vit_tiny_patch16_224", img_size=(64, 32), pretrained=str(tmp_path / "evil.pth"), **TINY
+        )
