@@ -112,33 +112,58 @@ def _chunk_rows(num_rows: int, num_cols: int, chunk_size: int | None) -> int:
     return int(chunk_size)
 
 
-def _distance_chunk(distmat, start: int, stop: int, device: torch.device) -> torch.Tensor:
-    """Rows ``start:stop`` of ``distmat`` as a floating tensor on ``device``.
+def _distance_chunk(distmat, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of ``distmat`` as a float32 or float64 numpy array.
 
-    Slicing a ``np.memmap`` only reads those rows, so a distance matrix larger than RAM
-    can be evaluated chunk by chunk.
+    Slicing a ``np.memmap`` only reads those rows, and a tensor chunk is copied to the
+    CPU alone, so a distance matrix larger than RAM (or on a GPU) is handled chunk by chunk.
     """
     if isinstance(distmat, torch.Tensor):
-        chunk = distmat[start:stop]
+        chunk = distmat[start:stop].detach().cpu()
+        if chunk.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 is exact
+            chunk = chunk.float()
+        chunk = chunk.numpy()
     else:
-        rows = np.ascontiguousarray(distmat[start:stop])
-        if not rows.flags.writeable:
-            # torch wants writable memory (read-only memmaps); copying one chunk is cheap.
-            rows = rows.copy()
-        chunk = torch.from_numpy(rows)
-    if not chunk.is_floating_point():
-        # Integer distances are exact in float64, so ties stay ties.
-        chunk = chunk.to(torch.float64)
-    elif chunk.dtype in (torch.float16, torch.bfloat16):
-        # Up-casting is exact (order and ties preserved) and every backend sorts float32.
-        chunk = chunk.to(torch.float32)
-    if torch.isnan(chunk).any():
-        bad = start + int(torch.isnan(chunk).any(dim=1).nonzero()[0, 0])
+        chunk = np.asarray(distmat[start:stop])
+    if chunk.dtype == np.float16:
+        chunk = chunk.astype(np.float32)  # exact: order and ties are preserved
+    elif chunk.dtype not in (np.float32, np.float64):
+        chunk = chunk.astype(np.float64)  # integers up to 2**53 are exact in float64
+    nan_rows = np.isnan(chunk).any(axis=1)
+    if nan_rows.any():
         raise ValueError(
-            f"distmat contains NaN (first in query row {bad}); NaN distances cannot be "
-            "ranked. Check the features for NaN/inf before computing distances."
+            f"distmat contains NaN (first in query row {start + int(np.argmax(nan_rows))}); "
+            "NaN distances cannot be ranked. Check the features for NaN/inf before "
+            "computing distances."
         )
     return chunk
+
+
+def _stable_order(dist: np.ndarray) -> np.ndarray:
+    """Per-row ranking of ``dist`` (ascending, ties in column order) as int64 indices.
+
+    A stable argsort, computed faster for float32: each distance is mapped to an unsigned
+    integer with the same order (flip all bits of negatives, set the sign bit of the
+    others), shifted into the high 32 bits of a uint64 whose low 32 bits hold the column
+    index. The keys are then unique, so an ordinary (SIMD) sort gives exactly the stable
+    order, and the indices are read back from the low bits.
+
+    Shapes:
+        dist: ``(C, G)``; output ``(C, G)``.
+    """
+    if dist.dtype == np.float64:
+        as32 = dist.astype(np.float32)
+        if not np.array_equal(as32, dist):
+            return np.argsort(dist, axis=1, kind="stable")
+        dist = as32
+    # + 0.0 turns -0.0 into +0.0, which compare equal but differ in bits.
+    bits = (dist + np.float32(0.0)).view(np.int32)
+    # Arithmetic shift: -1 for negatives (flip every bit), 0 otherwise (flip the sign bit).
+    flip = (bits >> 31) | np.int32(-(2**31))
+    keys = (bits ^ flip).view(np.uint32).astype(np.uint64) << np.uint64(32)
+    keys |= np.arange(dist.shape[1], dtype=np.uint64)
+    keys.sort(axis=1)
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
 
 
 def rank_metrics(
@@ -154,14 +179,14 @@ def rank_metrics(
     """CMC, mAP and mINP of a query x gallery distance matrix under a VI-ReID protocol.
 
     See the module docstring for the exact rules of each protocol. The computation is
-    vectorised over queries and processed in chunks of ``chunk_size`` query rows, so the
-    working memory is ``O(chunk_size * G)`` beyond the inputs. It runs with torch on the
-    device of ``distmat`` when that is a tensor (CPU or CUDA), and with torch on the CPU
-    for numpy input (including ``np.memmap``, which is read chunk by chunk).
+    vectorised over queries (numpy) and processed in chunks of ``chunk_size`` query rows,
+    so the working memory is ``O(chunk_size * G)`` beyond the inputs. ``distmat`` may be
+    a numpy array, an ``np.memmap`` (read chunk by chunk, so it may exceed RAM) or a
+    torch tensor on any device (each chunk is copied to the CPU).
 
     Args:
-        distmat: Distances, smaller = closer; numpy array, ``np.memmap`` or torch tensor.
-            ``+inf`` is allowed (ranked last); NaN is an error.
+        distmat: Distances, smaller = closer. ``+inf`` is allowed (ranked last); NaN is
+            an error.
         q_pids: Query identities, any integer (or sortable) labels.
         g_pids: Gallery identities.
         q_camids: Query cameras (integers; SYSU-MM01 uses 1..6). May be ``None`` for
@@ -215,79 +240,84 @@ def rank_metrics(
             f"q_camids has {len(q_camids)} entries and g_camids {len(g_camids)}, but there "
             f"are {num_q} queries and {num_g} gallery items"
         )
-    device = distmat.device if isinstance(distmat, torch.Tensor) else torch.device("cpu")
 
     # Identities as compact codes 0..P-1 over the gallery; a query whose identity is
     # absent from the gallery gets -1 (it can never match and is counted as invalid).
     g_uniq, g_code = np.unique(g_pids, return_inverse=True)
+    g_code = g_code.reshape(-1)
     pos = np.clip(np.searchsorted(g_uniq, q_pids), 0, len(g_uniq) - 1)
     q_code = np.where(g_uniq[pos] == q_pids, pos, -1)
     num_ids = len(g_uniq)
-
-    # Per-protocol removal masks are built from these small per-item vectors.
+    # Gallery columns grouped by identity, so that a per-identity minimum is one reduceat.
+    by_id = np.argsort(g_code, kind="stable")
+    id_starts = np.searchsorted(g_code[by_id], np.arange(num_ids))
     if protocol == "sysu":
-        q_flag = torch.as_tensor(q_camids == 3, device=device)  # queries that drop ...
-        g_flag = torch.as_tensor(g_camids == 2, device=device)  # ... these gallery items
+        q_drops = q_camids == 3  # queries that ignore ...
+        g_dropped = g_camids == 2  # ... these gallery images (same room)
     elif protocol == "llcm":
         _, cam_code = np.unique(np.concatenate([q_camids, g_camids]), return_inverse=True)
-        q_cam = torch.as_tensor(cam_code[:num_q].astype(np.int64), device=device)
-        g_cam = torch.as_tensor(cam_code[num_q:].astype(np.int64), device=device)
+        cam_code = cam_code.reshape(-1)
+        q_cam, g_cam = cam_code[:num_q], cam_code[num_q:]
 
-    q_code_t = torch.as_tensor(q_code.astype(np.int64), device=device)
-    g_code_t = torch.as_tensor(g_code.reshape(-1).astype(np.int64), device=device)
     step = _chunk_rows(num_q, num_g, chunk_size)
-    dedup = protocol in ("sysu", "llcm")
-
-    # first_rank[i]: 1-based rank of query i's first true match in the (deduplicated for
-    # sysu/llcm) filtered list; 0 for invalid queries. ap / inp: per query, NaN if invalid.
+    # Positions fit in int32 for any realistic gallery, halving the memory traffic.
+    pos_dtype = np.int32 if num_g < 2**31 - 1 else np.int64
+    # first_rank[i]: 1-based rank of query i's first true match in its (identity-
+    # deduplicated for sysu/llcm) filtered list, 0 for invalid queries; ap / inp per query.
     first_rank = np.zeros(num_q, dtype=np.int64)
-    ap = np.full(num_q, np.nan)
-    inp = np.full(num_q, np.nan)
-    positions = torch.arange(num_g, device=device)
+    ap = np.zeros(num_q)
+    inp = np.zeros(num_q)
     for start in range(0, num_q, step):
         stop = min(start + step, num_q)
-        dist = _distance_chunk(distmat, start, stop, device)  # (C, G)
-        order = torch.sort(dist, dim=1, stable=True).indices  # (C, G)
-        del dist
-        ranked_code = g_code_t[order]  # (C, G) identity code of each ranked item
-        qc = q_code_t[start:stop, None]  # (C, 1)
+        rows = stop - start
+        order = _stable_order(_distance_chunk(distmat, start, stop))  # (C, G)
+        qc = q_code[start:stop, None]  # (C, 1)
+        ranked_code = g_code[order]  # (C, G)
+        match = ranked_code == qc  # (C, G), ranked order
+        # Removed images, in gallery order (for the deduplication) and in ranked order.
         if protocol == "sysu":
-            keep = ~(q_flag[start:stop, None] & g_flag[order])
+            removed_g = q_drops[start:stop, None] & g_dropped[None, :]  # (C, G)
+            removed = q_drops[start:stop, None] & g_dropped[order]  # (C, G)
         elif protocol == "llcm":
-            keep = ~((ranked_code == qc) & (g_cam[order] == q_cam[start:stop, None]))
+            q_cam_c = q_cam[start:stop, None]  # (C, 1)
+            removed_g = (qc == g_code[None, :]) & (q_cam_c == g_cam[None, :])
+            removed = match & (g_cam[order] == q_cam_c)
         else:
-            keep = torch.ones_like(order, dtype=torch.bool)
-        match = (ranked_code == qc) & keep  # (C, G)
-        n_match = match.sum(dim=1)
+            removed_g = removed = None
+        if removed is not None:
+            match &= ~removed
+
+        # Only true matches matter for AP / INP: handle them as a sparse list. nonzero is
+        # row-major, so within a row the matches come in rank order.
+        m_row, m_col = np.nonzero(match)
+        n_match = np.bincount(m_row, minlength=rows)
+        if removed_g is None:
+            m_rank = m_col + 1
+        else:
+            # Rank in the filtered list: removed items do not take a place.
+            m_rank = m_col + 1 - np.cumsum(removed, axis=1, dtype=pos_dtype)[m_row, m_col]
+        row_first = np.cumsum(n_match) - n_match  # index of each row's first match
+        j = np.arange(len(m_row)) - row_first[m_row] + 1  # j-th true match of its row
         valid = n_match > 0
+        ap_sum = np.bincount(m_row, weights=j / m_rank, minlength=rows)
+        ap[start:stop][valid] = ap_sum[valid] / n_match[valid]
+        last = m_rank[row_first[valid] + n_match[valid] - 1]
+        inp[start:stop][valid] = n_match[valid] / last
 
-        # 1-based rank of each item within the filtered list (removed items just do not
-        # advance the counter, and are excluded by `match` below).
-        filt_rank = torch.cumsum(keep, dim=1)  # (C, G)
-        hits = torch.cumsum(match, dim=1)  # true matches up to each position
-        precision = hits.to(torch.float64) / filt_rank.clamp(min=1).to(torch.float64)
-        ap_sum = torch.where(match, precision, 0.0).sum(dim=1)
-        last = torch.where(match, filt_rank, 0).amax(dim=1)
-        n_f = n_match.to(torch.float64)
-        ap_c = torch.where(valid, ap_sum / n_f.clamp(min=1), torch.nan)
-        inp_c = torch.where(valid, n_f / last.clamp(min=1).to(torch.float64), torch.nan)
-
-        if dedup:
-            # Best (smallest) ranked position of each identity among kept items; the
-            # query's identity lands, in the deduplicated list, after every identity
-            # whose best position comes before its own.
-            masked_pos = torch.where(keep, positions, num_g)  # (C, G)
-            best = torch.full((stop - start, num_ids), num_g, device=device, dtype=torch.long)
-            best.scatter_reduce_(1, ranked_code, masked_pos, reduce="amin")  # (C, P)
-            own = best.gather(1, qc.clamp(min=0))  # (C, 1)
-            rank_c = (best < own).sum(dim=1) + 1
+        if protocol == "regdb":
+            first_rank[start:stop][valid] = m_rank[row_first[valid]]
         else:
-            rank_c = torch.where(match, filt_rank, num_g + 1).amin(dim=1)
-        rank_c = torch.where(valid, rank_c, 0)
-
-        first_rank[start:stop] = rank_c.cpu().numpy()
-        ap[start:stop] = ap_c.cpu().numpy()
-        inp[start:stop] = inp_c.cpu().numpy()
+            # Identity-deduplicated list: the query's identity comes after every
+            # identity whose best-ranked kept image comes before its own best image.
+            position = np.empty(order.shape, dtype=pos_dtype)
+            ranks = np.arange(num_g, dtype=pos_dtype)[None, :]
+            np.put_along_axis(position, order, ranks, axis=1)  # (C, G)
+            if removed_g is not None:
+                position[removed_g] = num_g  # removed images never count
+            best = np.minimum.reduceat(position[:, by_id], id_starts, axis=1)  # (C, P)
+            own = np.take_along_axis(best, np.maximum(qc, 0), axis=1)  # (C, 1)
+            dedup_rank = (best < own).sum(axis=1) + 1
+            first_rank[start:stop][valid] = dedup_rank[valid]
 
     valid = first_rank > 0
     num_valid = int(valid.sum())
