@@ -32,6 +32,13 @@ the filtered list::
 Queries without any true match after filtering are skipped and counted; the CMC is
 summed over the remaining (valid) queries and divided by their number, and mAP and
 mINP are averaged over them.
+
+Implementation: numpy, vectorised over the queries of a chunk (no Python loop over
+queries), one chunk of query rows at a time so that the working memory is bounded by the
+chunk size whatever the number of queries; torch tensors (CPU or CUDA) are accepted and
+copied to the CPU one chunk at a time. The stable ranking of float32 distances sorts
+unique 64-bit keys (distance bits, gallery index), which is several times faster than a
+stable argsort and gives exactly the same order.
 """
 
 from __future__ import annotations
@@ -374,8 +381,9 @@ def pairwise_distance(q_feats, g_feats, metric: str = "cosine", chunk_size: int 
             "q_feats and g_feats must both be numpy arrays or both torch tensors, got "
             f"{type(q_feats).__name__} and {type(g_feats).__name__}"
         )
-    q = q_feats.detach() if is_torch else torch.from_numpy(np.asarray(q_feats))
-    g = g_feats.detach() if is_torch else torch.from_numpy(np.asarray(g_feats))
+    # torch needs writable memory: read-only arrays (memmaps) are copied.
+    q = q_feats.detach() if is_torch else torch.from_numpy(np.require(q_feats, requirements="W"))
+    g = g_feats.detach() if is_torch else torch.from_numpy(np.require(g_feats, requirements="W"))
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
         raise ValueError(
             f"features must be (Q, D) and (G, D) with the same D, got {tuple(q.shape)} "

@@ -328,3 +328,23 @@ def test_bad_protocol_max_rank_chunk_size():
         rank_metrics(*args, "sysu", max_rank=0)
     with pytest.raises(ValueError, match="chunk_size"):
         rank_metrics(*args, "sysu", chunk_size=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_stable_ranking_of_special_values(dtype):
+    # Negative values, -0.0 vs +0.0 (equal, so a tie kept in gallery order), +-inf; the
+    # loop reference uses numpy's stable argsort.
+    rng = np.random.default_rng(9)
+    values = np.array([-2.5, -1.0, -0.0, 0.0, 0.5, 3.0, np.inf, -np.inf])
+    if dtype is np.int64:
+        values = np.array([-3, -1, 0, 0, 2, 5, 2**40, -(2**40)])
+    distmat = rng.choice(values, size=(60, 12)).astype(dtype)
+    if dtype is np.float64:
+        distmat[::3] += 1e-12  # not representable in float32: the float64 path
+    q_pids = rng.integers(0, 5, 60)
+    g_pids = rng.integers(0, 5, 12)
+    q_cams, g_cams = rng.integers(1, 3, 60), rng.integers(1, 3, 12)
+    for protocol in ("regdb", "llcm"):
+        res = rank_metrics(distmat, q_pids, g_pids, q_cams, g_cams, protocol, max_rank=12)
+        ref = loop_reference(distmat, q_pids, g_pids, q_cams, g_cams, protocol, 12)
+        assert_same(res, ref)
