@@ -66,7 +66,7 @@ class SEConfig:
     direction: str = "none"  # none | i2v | v2i | both
     layers: list[int] = field(default_factory=list)  # exchange after these blocks (0-based)
     alpha: float = 0.7
-    ratio: float = 0.25
+    ratio: float = 0.1  # fraction of each image's patches that receive a partner's feature
     temperature: float = 1.0
 
 
@@ -83,6 +83,7 @@ class MHGAConfig:
     strengths: list[float] = field(default_factory=lambda: [1.0, 0.7, 0.3])
     learn_strengths: bool = False
     adjacency: str = "sequence"  # sequence (the paper's |pos_i - pos_j| = 1) | grid
+    graph: str = "complete"  # complete (dense layer) | local (same + adjacent edges, sparse layer)
 
 
 @dataclass
@@ -95,6 +96,7 @@ class ModelConfig:
     patch_stride: int | None = None  # None: = patch size; smaller gives overlapping patches
     drop_path_rate: float = 0.1
     dropout: float = 0.5
+    share_encoders: bool = False  # True: one encoder for both modalities (not CSET; ablation)
     se: SEConfig = field(default_factory=SEConfig)
     ca: CAConfig = field(default_factory=CAConfig)
     mhga: MHGAConfig = field(default_factory=MHGAConfig)

@@ -13,9 +13,9 @@ from csetgraph.losses.triplet import cross_modal_triplet_loss
 class CSETLoss(nn.Module):
     """Combines the loss terms from a model's output dict.
 
-    Reads ``logits`` (identity), ``tri_feat``/``tri_pids``/``tri_modality`` (triplet; the pids
-    default to the identity pids) and, when present, ``cd_logits``/``cd_target_logits``
-    (cross-distillation).
+    Reads ``logits`` (identity), ``tri_feat``/``tri_modality`` (triplet; the row ``i`` of
+    ``tri_feat`` has pid ``pids[tri_pids_index[i]]``, or ``pids[i]`` without an index) and,
+    when present, ``cd_logits``/``cd_target_logits`` (cross-distillation).
 
     Returns:
         ``(total, terms)`` where ``terms`` maps ``"ce"``, ``"tri"`` (and ``"cd"``) to detached
@@ -38,10 +38,9 @@ class CSETLoss(nn.Module):
     def forward(
         self, out: dict[str, torch.Tensor], pids: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        ce = identity_loss(out["logits"], out.get("logit_pids", pids), self.label_smoothing)
-        tri = cross_modal_triplet_loss(
-            out["tri_feat"], out.get("tri_pids", pids), out["tri_modality"], self.margin
-        )
+        ce = identity_loss(out["logits"], pids, self.label_smoothing)
+        tri_pids = pids[out["tri_pids_index"]] if "tri_pids_index" in out else pids
+        tri = cross_modal_triplet_loss(out["tri_feat"], tri_pids, out["tri_modality"], self.margin)
         total = ce + self.triplet_weight * tri
         terms = {"ce": ce.detach(), "tri": tri.detach()}
         if "cd_logits" in out:

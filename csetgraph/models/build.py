@@ -18,6 +18,20 @@ def model_kwargs(model_cfg: ModelConfig, img_size: tuple[int, int]) -> dict:
         drop_path_rate=model_cfg.drop_path_rate,
         pretrained=model_cfg.pretrained,
         dropout=model_cfg.dropout,
+        share_encoders=model_cfg.share_encoders,
+        se_direction=model_cfg.se.direction,
+        se_layers=tuple(model_cfg.se.layers),
+        se_alpha=model_cfg.se.alpha,
+        se_ratio=model_cfg.se.ratio,
+        se_temperature=model_cfg.se.temperature,
+        ca_enabled=model_cfg.ca.enabled,
+        ca_heads=model_cfg.ca.heads,
+        mhga_enabled=model_cfg.mhga.enabled,
+        mhga_heads=model_cfg.mhga.heads,
+        mhga_strengths=tuple(model_cfg.mhga.strengths),
+        mhga_learn_strengths=model_cfg.mhga.learn_strengths,
+        mhga_adjacency=model_cfg.mhga.adjacency,
+        mhga_graph=model_cfg.mhga.graph,
     )
 
 
