@@ -364,3 +364,156 @@ def generate_sysu_mm01(
     _write_id_file(root / "exp" / "val_id.txt", val)
     _write_id_file(root / "exp" / "test_id.txt", test)
     return root
+
+
+#: RegDB has one visible and one thermal camera; the renderer's camera numbers for them.
+REGDB_VISIBLE_CAMERA = 1
+REGDB_THERMAL_CAMERA = 2
+#: Number of train/test splits RegDB distributes (``idx/*_{1..10}.txt``).
+REGDB_TRIALS = 10
+
+
+def _write_list(path: Path, lines: list[tuple[str, int]]) -> None:
+    """An idx file in the RegDB/LLCM format: one ``relative/path label`` per line."""
+    path.write_text("".join(f"{rel} {label}\n" for rel, label in lines))
+
+
+def generate_regdb(
+    root: str | Path,
+    *,
+    num_train_ids: int = 96,
+    num_val_ids: int = 24,
+    num_test_ids: int = 48,
+    images_per_camera: int = 10,
+    height: int = 128,
+    width: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Write a synthetic data set in the RegDB layout.
+
+    Layout (as the real data set)::
+
+        root/Visible/{pid}/{n:04d}.jpg     one visible camera
+        root/Thermal/{pid}/{n:04d}.jpg     one thermal camera
+        root/idx/{train,test}_{visible,thermal}_{t}.txt   t = 1..10, lines "relative/path label"
+
+    Every identity has ``images_per_camera`` visible and as many thermal images (the real
+    RegDB: 412 identities with 10 + 10). Each of the 10 trials draws its own random split
+    (seeded by ``(seed, t)``): ``num_train_ids + num_val_ids`` training identities and the
+    ``num_test_ids`` others for testing (real RegDB: 206 / 206). RegDB has no validation
+    split on disk: :mod:`csetgraph.data.regdb` holds out part of each trial's training ids
+    for model selection, which is the role ``num_val_ids`` plays here. Labels are the
+    0-based identity numbers, the same in every trial.
+
+    Returns:
+        The root folder.
+    """
+    from tqdm import tqdm
+
+    root = Path(root)
+    num_train = num_train_ids + num_val_ids
+    if min(num_train, num_test_ids, images_per_camera) < 1 or num_val_ids < 0:
+        raise ValueError("need at least one train id, one test id and one image per camera")
+    total = num_train + num_test_ids
+    files: dict[int, tuple[list[str], list[str]]] = {}
+    for pid in tqdm(range(1, total + 1), desc="synthetic RegDB", disable=not progress):
+        ident = make_identity(pid, seed)
+        names = ([], [])
+        for side, (folder, modality, camid) in enumerate(
+            (("Visible", "vis", REGDB_VISIBLE_CAMERA), ("Thermal", "ir", REGDB_THERMAL_CAMERA))
+        ):
+            (root / folder / str(pid)).mkdir(parents=True, exist_ok=True)
+            for n in range(images_per_camera):
+                rel = f"{folder}/{pid}/{n + 1:04d}.jpg"
+                img = render(ident, modality, camid, n, height=height, width=width, seed=seed)
+                img.save(root / rel, quality=92)
+                names[side].append(rel)
+        files[pid] = names
+    # The idx folder goes last: its presence marks a complete data set.
+    tmp = root / "idx.partial"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for t in range(1, REGDB_TRIALS + 1):
+        pids = list(range(1, total + 1))
+        random.Random(seed * 1000 + t).shuffle(pids)
+        for split, chosen in (("train", pids[:num_train]), ("test", pids[num_train:])):
+            for side, name in enumerate(("visible", "thermal")):
+                lines = [(rel, pid - 1) for pid in sorted(chosen) for rel in files[pid][side]]
+                _write_list(tmp / f"{split}_{name}_{t}.txt", lines)
+    tmp.rename(root / "idx")
+    return root
+
+
+#: LLCM's nine cameras record visible light by day and near-infrared light by night. Its
+#: test set has no near-infrared images from camera 3; the synthetic set keeps that.
+LLCM_CAMERAS = tuple(range(1, 10))
+LLCM_NIR_TEST_CAMERAS = (1, 2, 4, 5, 6, 7, 8, 9)
+
+
+def generate_llcm(
+    root: str | Path,
+    *,
+    num_train_ids: int = 96,
+    num_val_ids: int = 24,
+    num_test_ids: int = 48,
+    images_per_camera: int = 6,
+    height: int = 128,
+    width: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Write a synthetic data set in the LLCM layout.
+
+    Layout (as the real data set)::
+
+        root/train_vis/cam{c}/{pid:04d}/*.jpg, root/train_nir/cam{c}/{pid:04d}/*.jpg
+        root/test_vis/cam{1..9}/{pid:04d}/*.jpg
+        root/test_nir/cam{1,2,4..9}/{pid:04d}/*.jpg        (no camera 3, as in LLCM)
+        root/idx/train_vis.txt, train_nir.txt    lines "relative/path label"
+        root/idx/test_id.txt                     one comma-separated line of pids
+
+    Each identity is seen by a random subset of 2 to 4 of the nine cameras in each modality
+    (drawn independently per modality), so identities miss cameras, as in LLCM; camera
+    ``c`` renders with the same background in both modalities (one physical camera) and
+    images are named ``{pid:04d}_c{c:02d}_{n:04d}.jpg``. Training uses
+    ``num_train_ids + num_val_ids`` identities (the LLCM reader holds out part of them for
+    model selection, which is the role ``num_val_ids`` plays here); labels in the idx files
+    are the identity numbers.
+
+    Returns:
+        The root folder.
+    """
+    from tqdm import tqdm
+
+    root = Path(root)
+    num_train = num_train_ids + num_val_ids
+    if min(num_train, num_test_ids, images_per_camera) < 1 or num_val_ids < 0:
+        raise ValueError("need at least one train id, one test id and one image per camera")
+    total = num_train + num_test_ids
+    pids = list(range(1, total + 1))
+    random.Random(seed).shuffle(pids)
+    train, test = sorted(pids[:num_train]), sorted(pids[num_train:])
+    lists: dict[str, list[tuple[str, int]]] = {"vis": [], "nir": []}
+    for pid in tqdm(range(1, total + 1), desc="synthetic LLCM", disable=not progress):
+        ident = make_identity(pid, seed)
+        is_train = pid in train
+        rng = random.Random(seed * 100003 + pid)
+        for modality, kind in (("vis", "vis"), ("nir", "ir")):
+            cams = LLCM_CAMERAS if is_train or modality == "vis" else LLCM_NIR_TEST_CAMERAS
+            chosen = sorted(rng.sample(cams, rng.randint(2, 4)))
+            prefix = f"{'train' if is_train else 'test'}_{modality}"
+            for camid in chosen:
+                folder = root / prefix / f"cam{camid}" / f"{pid:04d}"
+                folder.mkdir(parents=True, exist_ok=True)
+                for n in range(images_per_camera):
+                    name = f"{pid:04d}_c{camid:02d}_{n + 1:04d}.jpg"
+                    img = render(ident, kind, camid, n, height=height, width=width, seed=seed)
+                    img.save(folder / name, quality=92)
+                    if is_train:
+                        lists[modality].append((f"{prefix}/cam{camid}/{pid:04d}/{name}", pid))
+    (root / "idx").mkdir(parents=True, exist_ok=True)
+    _write_list(root / "idx" / "train_vis.txt", lists["vis"])
+    _write_list(root / "idx" / "train_nir.txt", lists["nir"])
+    # test_id.txt goes last: its presence marks a complete data set.
+    _write_id_file(root / "idx" / "test_id.txt", test)
+    return root

@@ -13,6 +13,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
+
 from csetgraph.data.records import DatasetLayoutError, Record
 
 RGB_CAMERAS = (1, 2, 4, 5)
@@ -20,6 +22,9 @@ IR_CAMERAS = (3, 6)
 #: Gallery cameras of the two search modes.
 MODE_CAMERAS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
 SPLITS = ("train", "val", "test")
+#: Gallery draws: the community's seeded one, or the official permutation file.
+GALLERY_MODES = ("random", "official")
+PERM_FILE = "rand_perm_cam.mat"
 
 
 def _check_root(root: str | Path) -> Path:
@@ -97,12 +102,89 @@ def train_records(root: str | Path, split: str = "train+val") -> list[Record]:
     return records
 
 
+def official_perm_path(root: str | Path) -> Path | None:
+    """The official ``rand_perm_cam.mat`` of the data set folder, or None if it has none.
+
+    Looked up as ``root/exp/rand_perm_cam.mat`` (where the community code keeps it), then
+    ``root/rand_perm_cam.mat``. The file comes with the authors' evaluation code
+    (``evaluation/data_split/rand_perm_cam.mat`` of the SYSU-MM01 repository).
+    """
+    root = Path(root)
+    for path in (root / "exp" / PERM_FILE, root / PERM_FILE):
+        if path.is_file():
+            return path
+    return None
+
+
+def load_rand_perm(path: str | Path) -> list[list[np.ndarray]]:
+    """Read the official gallery permutations: ``perm[camid - 1][pid - 1]`` is ``(trials, n)``.
+
+    ``rand_perm_cam`` is a MATLAB cell with one entry per camera (1 x 6 or 6 x 1), each a
+    cell over identities (entry ``pid - 1``) holding a ``trials x n`` matrix whose rows
+    are 1-based permutations of that identity's images in that camera (empty when the
+    identity has no image there).
+
+    Raises:
+        DatasetLayoutError: a file that is not such a cell.
+    """
+    from scipy.io import loadmat
+
+    path = Path(path)
+    try:
+        raw = loadmat(str(path))["rand_perm_cam"]
+        cams = np.asarray(raw, dtype=object).reshape(-1)
+        if len(cams) != 6:
+            raise ValueError(f"{len(cams)} camera entries instead of 6")
+        perm = []
+        for cell in cams:
+            ids = np.asarray(cell, dtype=object).reshape(-1)
+            perm.append([np.atleast_2d(np.asarray(m, dtype=np.int64)) for m in ids])
+    except (KeyError, ValueError, TypeError, OSError) as err:
+        raise DatasetLayoutError(
+            f"{str(path)!r} is not the official SYSU-MM01 rand_perm_cam.mat (a 6-camera cell "
+            f"of per-identity trials x images permutations): {err}"
+        ) from err
+    return perm
+
+
+def _official_choice(
+    perm: list[list[np.ndarray]], files: list[Path], camid: int, pid: int, trial: int, shots: int
+) -> list[Path]:
+    """The files the official permutation picks for one identity, camera and trial."""
+    cam_perm = perm[camid - 1]
+    if pid - 1 >= len(cam_perm) or cam_perm[pid - 1].size == 0:
+        raise DatasetLayoutError(
+            f"{PERM_FILE} has no permutation for identity {pid} in camera {camid}, which has "
+            f"{len(files)} images; is it the file for this data set?"
+        )
+    rows = cam_perm[pid - 1]
+    if trial >= rows.shape[0]:
+        raise ValueError(f"{PERM_FILE} has {rows.shape[0]} trials; trial {trial} is out of range")
+    # The community code names the file after the permutation entry (cam/pid/{n:04d});
+    # for SYSU-MM01's contiguously numbered files that is the n-th of the sorted files.
+    by_name = {p.stem: p for p in files}
+    chosen = []
+    for n in rows[trial, :shots].tolist():
+        path = by_name.get(f"{n:04d}")
+        if path is None:
+            if not 1 <= n <= len(files):
+                raise DatasetLayoutError(
+                    f"{PERM_FILE} picks image {n} of identity {pid} in camera {camid}, which "
+                    f"has {len(files)} images; is it the file for this data set?"
+                )
+            path = files[n - 1]
+        chosen.append(path)
+    return chosen
+
+
 def test_split(
     root: str | Path,
     mode: str = "all",
     trial: int = 0,
     shots: int = 1,
     split: str = "test",
+    gallery: str = "random",
+    perm: list[list[np.ndarray]] | None = None,
 ) -> tuple[list[Record], list[Record]]:
     """The query and gallery of one SYSU-MM01 evaluation trial.
 
@@ -110,23 +192,43 @@ def test_split(
     in order, files sorted. Gallery: drawn exactly as the community code does it:
     ``random.seed(trial)``, then for each test id (sorted) and each RGB camera of the mode in
     order (all: 1, 2, 4, 5; indoor: 1, 2), ``random.choice`` of the sorted files
-    (single-shot), or ``random.sample`` of 10 of them (multi-shot, ``shots=10``).
+    (single-shot), or ``random.sample`` of ``min(shots, n)`` of them (multi-shot, ``shots=10``;
+    seeded per trial the same way).
+
+    With ``gallery="official"`` the draw is replaced by the official permutations of
+    ``rand_perm_cam.mat`` (see :func:`load_rand_perm`; looked up by
+    :func:`official_perm_path`): the first ``shots`` entries of row ``trial`` for each test id
+    and camera, as the community's ``get_gallery_names`` does.
 
     Args:
         root: the SYSU-MM01 folder.
         mode: ``"all"`` or ``"indoor"``.
         trial: the trial number (0-9 in the community protocol); seeds the gallery draw.
-        shots: images per identity and camera in the gallery (1 or 10).
+        shots: images per identity and camera in the gallery (1, or 10 for multi-shot).
         split: ``"test"``, or ``"val"`` to build the same protocol on the validation ids.
+        gallery: ``"random"`` (the seeded draw) or ``"official"``.
+        perm: the already loaded permutations (``load_rand_perm``), to read the file once
+            for many trials; default: read it from the data set folder.
 
     Returns:
         ``(query, gallery)`` lists of :class:`Record`.
     """
     if mode not in MODE_CAMERAS:
         raise ValueError(f"mode must be 'all' or 'indoor', got {mode!r}")
-    if shots < 1:
-        raise ValueError(f"shots must be >= 1, got {shots}")
+    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
+        raise ValueError(f"shots must be a positive integer (1 or 10), got {shots!r}")
+    if gallery not in GALLERY_MODES:
+        raise ValueError(f"gallery must be one of {GALLERY_MODES}, got {gallery!r}")
     root = _check_root(root)
+    if gallery == "official" and perm is None:
+        path = official_perm_path(root)
+        if path is None:
+            raise DatasetLayoutError(
+                f"gallery='official' needs {PERM_FILE} in {str(root / 'exp')!r} (from "
+                "evaluation/data_split/ of the SYSU-MM01 authors' repository); copy it there "
+                "or use the seeded random gallery"
+            )
+        perm = load_rand_perm(path)
     pids = sorted(read_ids(root, split))
     query = [
         Record(str(p), pid, camid, "ir")
@@ -134,21 +236,25 @@ def test_split(
         for camid in IR_CAMERAS
         for p in _images(root, camid, pid)
     ]
+    # A private generator seeded like the community code's global random.seed(trial):
+    # the same draws, without touching the caller's random state.
     rng = random.Random(trial)
-    gallery = []
+    records = []
     for pid in pids:
         for camid in MODE_CAMERAS[mode]:
             files = _images(root, camid, pid)
             if not files:
                 continue
-            if shots == 1:
+            if gallery == "official":
+                chosen = _official_choice(perm, files, camid, pid, trial, shots)
+            elif shots == 1:
                 chosen = [rng.choice(files)]
             else:
                 chosen = rng.sample(files, min(shots, len(files)))
-            gallery.extend(Record(str(p), pid, camid, "vis") for p in chosen)
-    if not query or not gallery:
+            records.extend(Record(str(p), pid, camid, "vis") for p in chosen)
+    if not query or not records:
         raise DatasetLayoutError(
             f"the {split} identities of {str(root)!r} have no "
             f"{'infrared' if not query else 'visible'} images"
         )
-    return query, gallery
+    return query, records

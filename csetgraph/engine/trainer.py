@@ -323,30 +323,10 @@ def train(cfg: Config, *, progress: bool = True) -> dict:
 
 def evaluate_model(model, cfg: Config, device, mean, std, *, split="test", progress=True) -> dict:
     """The configured data set's test protocol (all its modes/directions and trials)."""
-    from csetgraph.evaluation.protocols import evaluate_sysu
+    from csetgraph.evaluation.protocols import evaluate_dataset
 
     tf = build_test_transform(cfg.data.height, cfg.data.width, mean=mean, std=std)
-    if cfg.data.dataset != "sysu_mm01":
-        from csetgraph.evaluation import protocols
-
-        fn = getattr(protocols, f"evaluate_{cfg.data.dataset}", None)
-        if fn is None:
-            raise NotImplementedError(f"no evaluation protocol for {cfg.data.dataset}")
-        return fn(model, cfg, device=device, transform=tf, split=split, progress=progress)
-    return evaluate_sysu(
-        model,
-        cfg.data.root,
-        transform=tf,
-        modes=cfg.eval.modes,
-        trials=cfg.eval.trials,
-        split=split,
-        metric=cfg.eval.metric,
-        batch_size=cfg.eval.batch_size,
-        device=device,
-        flip=cfg.eval.flip,
-        num_workers=cfg.data.num_workers,
-        progress=progress,
-    )
+    return evaluate_dataset(model, cfg, device=device, transform=tf, split=split, progress=progress)
 
 
 def _validate(model, cfg: Config, device, mean, std, progress) -> dict[str, float]:
