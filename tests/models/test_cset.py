@@ -1,0 +1,174 @@
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+from csetgraph.losses import CSETLoss
+from csetgraph.models import CSET
+
+TINY = dict(
+    backbone="vit_tiny_patch16_224",
+    img_size=(64, 32),
+    embed_dim=32,
+    depth=4,
+    num_heads=2,
+    drop_path_rate=0.0,
+)
+C, CLASSES = 32, 5
+FULL = dict(
+    se_direction="both",
+    se_layers=(1, 2),
+    se_ratio=0.25,
+    ca_enabled=True,
+    ca_heads=2,
+    mhga_enabled=True,
+    mhga_heads=2,
+)
+
+
+def n_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def make(**kw):
+    torch.manual_seed(0)
+    return CSET(CLASSES, **TINY, **kw)
+
+
+def pair(b=4):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(b, 3, 64, 32, generator=g), torch.randn(b, 3, 64, 32, generator=g)
+
+
+def test_all_switches_off_is_the_two_stream_vit_baseline():
+    model = make().eval()
+    vis, ir = pair()
+    # Reference: plain timm ViTs with the same weights, class token, BatchNorm, classifier.
+    refs = {}
+    for m, enc in (("vis", model.vis_encoder), ("ir", model.ir_encoder)):
+        vit = timm.create_model(
+            "vit_tiny_patch16_224",
+            img_size=(64, 32),
+            embed_dim=32,
+            depth=4,
+            num_heads=2,
+            num_classes=0,
+        )
+        vit.load_state_dict(enc.vit.state_dict())
+        refs[m] = vit.eval()
+    feat = torch.cat(
+        [refs["vis"].forward_features(vis)[:, 0], refs["ir"].forward_features(ir)[:, 0]]
+    )
+    bn = model.neck.bn
+    bn_feat = (feat - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    out = model(vis, ir)
+    torch.testing.assert_close(out["feat"], feat)
+    torch.testing.assert_close(out["logits"], bn_feat @ model.neck.classifier.weight.T)
+    torch.testing.assert_close(model.embed(ir, "ir"), F.normalize(bn_feat[4:], dim=1))
+    assert set(out) == {"feat", "logits", "se_info", "tri_feat", "tri_modality"}
+    assert {k.split(".")[0] for k in model.state_dict()} == {"vis_encoder", "ir_encoder", "neck"}
+
+
+def test_each_switch_adds_exactly_its_parameters():
+    base = n_params(make())
+    head = C * C + C  # Linear(C, C) of one feed-forward head
+    se = n_params(make(se_direction="both", se_layers=(1,)))
+    assert se - base == 2 * head  # W' for each modality; SE itself has no parameters
+    ca = n_params(make(se_direction="both", se_layers=(1,), ca_enabled=True, ca_heads=2))
+    mha = 4 * C * C + 4 * C  # in-projection (q, k, v) and out-projection with biases
+    ca_neck = 2 * C + C * CLASSES  # BatchNorm affine + bias-free classifier
+    assert ca - se == 2 * head + mha + 2 * C + ca_neck
+    mhga = n_params(make(mhga_enabled=True, mhga_heads=2))
+    block = n_params(make().vis_encoder.blocks[-1])
+    conv = C * C + 2 * C + C  # lin (no bias), att_src + att_dst (heads x C/heads each), bias
+    neck_growth = 2 * C + C * CLASSES  # the neck input doubles: C more BatchNorm and weights
+    assert mhga - base == 2 * block + 2 * (2 * C) + conv + 2 * C + neck_growth
+    learn = n_params(make(mhga_enabled=True, mhga_heads=2, mhga_learn_strengths=True))
+    assert learn - mhga == 3
+
+
+def test_mixed_stream_differs_from_clean_exactly_at_exchanged_tokens():
+    model = make(**FULL).eval()
+    vis, ir = pair()
+    out = model(vis, ir, return_streams=True)
+    streams, info = out["streams"], out["se_info"][0]
+    assert streams[0]["mixed"] is None  # nothing mixed before the first SE layer
+    clean, mixed = streams[1]["clean"], streams[1]["mixed"]
+    B, N, _ = clean["vis"].shape
+    for m, direction in (("ir", "i2v"), ("vis", "v2i")):
+        receivers = info[direction].edge_index[1]
+        changed = torch.zeros(B * N, dtype=torch.bool)
+        changed[receivers] = True
+        differs = (mixed[m] != clean[m]).any(-1).reshape(-1)
+        assert torch.equal(differs, changed)
+        # the exchanged tokens hold exactly the senders' clean features
+        other = "vis" if m == "ir" else "ir"
+        torch.testing.assert_close(
+            mixed[m].reshape(B * N, -1)[receivers],
+            clean[other].reshape(B * N, -1)[info[direction].edge_index[0]],
+        )
+        assert not bool((receivers % N == 0).any())  # class tokens never exchanged
+    # SE layer 1 only feeds block 2 of the mixed stream; the clean stream is untouched by it
+    ref = make(**{**FULL, "se_direction": "none", "ca_enabled": False})
+    ref.load_state_dict(model.state_dict(), strict=False)
+    ref.eval()
+    torch.testing.assert_close(ref(vis, ir)["feat"], out["feat"])
+
+
+def test_embedding_does_not_depend_on_the_batch():
+    model = make(**FULL).eval()
+    x = pair(6)[0]
+    full = model.embed(x, "vis")
+    assert full.shape == (6, 2 * C)
+    torch.testing.assert_close(full.norm(dim=1), torch.ones(6))
+    for i in range(6):
+        torch.testing.assert_close(
+            model.embed(x[i : i + 1], "vis"), full[i : i + 1], atol=1e-5, rtol=1e-4
+        )
+
+
+def test_a_few_steps_lower_every_loss_term():
+    model = make(**FULL, dropout=0.0)
+    # Both classifiers start near-uniform, so the distillation term starts near zero; give the
+    # CA classifier a random opinion so that there is a disagreement for training to remove.
+    with torch.no_grad():
+        model.ca_neck.classifier.weight.normal_(0, 0.5)
+    vis, ir = pair(8)
+    pids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3] * 2)
+    criterion = CSETLoss()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    history = []
+    for _ in range(25):
+        loss, terms = criterion(model(vis, ir), pids)
+        history.append({k: float(v) for k, v in terms.items()})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    first, last = history[0], history[-1]
+    assert set(first) == {"ce", "tri", "cd", "total"}
+    for key in ("ce", "tri", "cd", "total"):
+        assert last[key] < first[key], key
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        (dict(se_direction="both"), "se_layers is empty"),
+        (dict(se_direction="both", se_layers=(3,)), r"out of range.*0\.\.2"),
+        (dict(se_direction="sideways", se_layers=(1,)), "se_direction must be one of"),
+        (dict(ca_enabled=True), "needs the mixed stream"),
+        (dict(mhga_enabled=True, mhga_heads=3), "must divide"),
+    ],
+)
+def test_bad_switch_combinations_are_clear_errors(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        make(**kwargs)
+
+
+def test_local_graph_uses_the_sparse_layer_and_runs():
+    model = make(mhga_enabled=True, mhga_heads=2, mhga_graph="local").eval()
+    dense = make(mhga_enabled=True, mhga_heads=2).eval()
+    assert type(model.mhga.conv).__name__ == "MHGAConv"
+    assert type(dense.mhga.conv).__name__ == "DenseMHGAConv"
+    out = model(*pair())
+    assert out["feat"].shape == (8, 2 * C)
