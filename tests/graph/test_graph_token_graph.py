@@ -199,3 +199,13 @@ def test_batch_of_pair_graphs_offsets_nodes():
     assert edge_index.size(1) == b * n
     homo = to_homogeneous(batch)
     assert homo.edge_index.size(1) == b * (2 * n) ** 2
+
+
+def test_relation_matrix_is_computed_once_per_layout():
+    from csetgraph.graph.token_graph import _relation_matrix_cached
+
+    relation_matrix(5, 3, adjacency="grid")
+    before = _relation_matrix_cached.cache_info()
+    relation_matrix(5, 3, adjacency="grid")
+    after = _relation_matrix_cached.cache_info()
+    assert after.hits == before.hits + 1 and after.misses == before.misses

@@ -314,3 +314,12 @@ def test_attention_explainer_sees_alpha():
     explanation = explainer(torch.randn(4, 4), EDGE_INDEX, edge_type=EDGE_TYPE)
     assert explanation.edge_mask.shape == (EDGE_INDEX.size(1),)
     assert explanation.edge_mask.abs().sum() > 0
+
+
+def test_lazy_in_channels():
+    conv = MHGAConv(-1, 3, heads=2)
+    dense = DenseMHGAConv(-1, 3, heads=2)
+    assert conv(torch.randn(4, 5), EDGE_INDEX, EDGE_TYPE).shape == (4, 6)
+    assert conv.lin.weight.shape == (6, 5)
+    dense.load_state_dict(conv.state_dict())
+    assert dense(torch.randn(1, 4, 5), torch.zeros(4, 4, dtype=torch.long)).shape == (1, 4, 6)
