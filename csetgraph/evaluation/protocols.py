@@ -163,7 +163,7 @@ def evaluate_sysu(
     """Infrared-to-visible retrieval on SYSU-MM01 (or the synthetic data set in its layout).
 
     Query features are extracted once for all modes and trials, and each distinct gallery
-    image once; each trial's gallery is drawn by
+    image once (over all modes and trials); each trial's gallery is drawn by
     :func:`csetgraph.data.sysu_mm01.test_split` (``gallery="random"``: the seeded
     community draw, ``shots`` images per id and camera; ``"official"``: the permutations of
     ``rand_perm_cam.mat``), and ranked with ``protocol="sysu"``.
@@ -194,14 +194,21 @@ def evaluate_sysu(
     query, _ = sysu_mm01.test_split(root, modes[0], 0, shots, split, gallery, perm)
     q_feat = extract_features(model, query, "ir", desc="query (ir)", **kw)
     q_q = pairwise_distance(q_feat, q_feat, metric=metric) if rerank else None
-    results = {}
-    for mode in modes:
-        galleries = [
+    galleries = {
+        mode: [
             sysu_mm01.test_split(root, mode, t, shots, split, gallery, perm)[1]
             for t in range(trials)
         ]
-        unique = sorted({r.path: r for g in galleries for r in g}.values(), key=lambda r: r.path)
-        g_feat_all = extract_features(model, unique, "vis", desc=f"gallery {mode} (vis)", **kw)
+        for mode in modes
+    }
+    # The indoor galleries' images are among the all-search ones: embed each image once.
+    unique = sorted(
+        {r.path: r for gs in galleries.values() for g in gs for r in g}.values(),
+        key=lambda r: r.path,
+    )
+    g_feat_all = extract_features(model, unique, "vis", desc="gallery (vis)", **kw)
+    results = {}
+    for mode in modes:
         per_trial = [
             _score(
                 q_feat,
@@ -213,7 +220,7 @@ def evaluate_sysu(
                 rerank=rerank,
                 q_q=q_q,
             )
-            for g in galleries
+            for g in galleries[mode]
         ]
         results[mode] = {
             **summarise(per_trial),
