@@ -325,6 +325,10 @@ def rank_metrics(
             own = np.take_along_axis(best, np.maximum(qc, 0), axis=1)  # (C, 1)
             dedup_rank = (best < own).sum(axis=1) + 1
             first_rank[start:stop][valid] = dedup_rank[valid]
+            del position, best
+        # Free this chunk's (C, G) arrays before the next chunk allocates its own, so at
+        # most one chunk's worth is alive at a time.
+        del order, ranked_code, match, removed_g, removed, m_row, m_col
 
     valid = first_rank > 0
     num_valid = int(valid.sum())
