@@ -213,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # --checkpoint takes several paths, so it also swallows overrides written after it:
+    # give back the ones that look like key=value and are not files.
+    swallowed = [c for c in args.checkpoint if "=" in c and not Path(c).exists()]
+    args.checkpoint = [c for c in args.checkpoint if c not in swallowed]
+    args.overrides = swallowed + args.overrides
+    if not args.checkpoint:
+        parser.error("--checkpoint needs a run folder or checkpoint file")
     if len(args.checkpoint) > 1 and args.trial is not None:
         parser.error("--trial applies to one checkpoint; each RegDB run uses its own data.trial")
     if len(args.checkpoint) > 1 and args.output is None:
