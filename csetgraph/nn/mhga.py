@@ -156,8 +156,8 @@ class MHGAConv(MessagePassing):
             x: Node features, or ``(x_src, x_dst)`` for a bipartite graph.
             edge_index: ``(2, E)`` long, row 0 sources and row 1 targets.
             edge_type: ``(E,)`` long relation codes indexing ``strengths``.
-            return_attention_weights: If set (to any value), also return
-                ``(edge_index, alpha)`` with the attention coefficients of every edge.
+            return_attention_weights: If true, also return ``(edge_index, alpha)`` with the
+                attention coefficients of every edge (as ``GATConv`` does).
         """
         heads, channels = self.heads, self.out_channels
         if edge_index.dim() != 2 or edge_index.size(0) != 2:
@@ -201,7 +201,7 @@ class MHGAConv(MessagePassing):
             out = out.mean(dim=1)  # (n_dst, C)
         if self.bias is not None:
             out = out + self.bias
-        if return_attention_weights is not None:
+        if return_attention_weights:
             return out, (edge_index, alpha)
         return out
 
