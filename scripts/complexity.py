@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, model in models.items():
         params = sum(p.numel() for p in model.parameters()) / 1e6
         ms = statistics.median(times[name]) * 1e3
-        print(f"{name:<22} {params:10.2f} {ms:11.3f} {ms / base_ms:11.2f}")
+        print(f"{name:<22} {params:10.3f} {ms:11.3f} {ms / base_ms:11.2f}")
     return 0
 
 

@@ -75,3 +75,37 @@ def test_end_to_end_run_writes_config_checkpoint_and_metrics(sysu_root, tmp_path
     assert "epoch 1/1" in (run / "log.txt").read_text()
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 1
+
+
+def test_validation_selects_best_and_bf16_autocast_runs_on_cpu(sysu_root, tmp_path):
+    cfg = load_config(
+        None,
+        [
+            f"data.root={sysu_root}",
+            "data.height=32",
+            "data.width=16",
+            "data.num_ids_per_batch=2",
+            "data.num_instances=2",
+            "data.num_workers=0",
+            "data.train_split=train",
+            "model.embed_dim=32",
+            "model.depth=1",
+            "model.num_heads=2",
+            "train.epochs=2",
+            "train.max_steps_per_epoch=1",
+            "train.eval_every=1",
+            "train.amp=bf16",
+            f"train.output_dir={tmp_path}",
+            "train.run_name=val",
+            "eval.trials=1",
+        ],
+    )
+    train(cfg, progress=False)
+    run = tmp_path / "val"
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert best["epoch"] in (1, 2)
+    log = (run / "log.txt").read_text()
+    assert log.count("val R-1") == 2
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert last["best"]["epoch"] == best["epoch"]
+    assert last["best"]["mAP"] == max(last["best"]["mAP"], best["val"]["mAP"])
