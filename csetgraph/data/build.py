@@ -72,10 +72,10 @@ def train_records(cfg: DataConfig) -> list[Record]:
     if cfg.dataset == "regdb":
         from csetgraph.data.regdb import train_records as read
 
-        return read(cfg.root, cfg.trial)
+        return read(cfg.root, cfg.trial, cfg.train_split)
     from csetgraph.data.llcm import train_records as read
 
-    return read(cfg.root)
+    return read(cfg.root, cfg.train_split)
 
 
 def build_train_data(cfg: DataConfig) -> TrainData:

@@ -309,7 +309,10 @@ def train(cfg: Config, *, progress: bool = True) -> dict:
         from csetgraph.evaluation.protocols import format_table
 
         results = evaluate_model(model, cfg, device, mean, std, progress=progress)
-        table = format_table(results, title=f"infrared -> visible, {cfg.data.dataset} test ids")
+        title = f"{cfg.data.dataset}, test identities"
+        if cfg.data.dataset == "sysu_mm01":
+            title = "SYSU-MM01 protocol, infrared -> visible, test identities"
+        table = format_table(results, title=title)
         log.info("final evaluation (%s)\n%s", run_dir, table)
         (run_dir / "metrics.json").write_text(json.dumps(results, indent=2))
         for mode, res in results.items():

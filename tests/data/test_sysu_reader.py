@@ -81,3 +81,21 @@ def test_corrupt_image_is_named_or_skipped(tmp_path, sysu_root):
     data = build_train_data(cfg)
     assert str(bad) not in {r.path for r in data.vis}
     assert len(data.vis) == 8 * 4 * 3 - 1
+
+
+@pytest.mark.parametrize("dataset", ["regdb", "llcm"])
+def test_train_split_holds_out_validation_ids_for_every_dataset(tmp_path, dataset):
+    from csetgraph.data import llcm, regdb
+    from csetgraph.data.build import ensure_dataset
+
+    cfg = DataConfig(dataset=dataset, root=str(tmp_path / dataset))
+    cfg.synthetic.num_train_ids, cfg.synthetic.num_val_ids = 8, 2
+    cfg.synthetic.num_test_ids, cfg.synthetic.images_per_camera = 4, 2
+    cfg.synthetic.height, cfg.synthetic.width = 32, 16
+    ensure_dataset(cfg, progress=False)
+    everything = build_train_data(cfg)
+    cfg.train_split = "train"
+    held = build_train_data(cfg)
+    val = set(regdb.val_ids(cfg.root, cfg.trial) if dataset == "regdb" else llcm.val_ids(cfg.root))
+    assert val and not val & set(held.pid_map)
+    assert set(held.pid_map) | val == set(everything.pid_map)
