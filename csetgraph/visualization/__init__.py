@@ -1,0 +1,65 @@
+"""Figures of trained models: ranked lists, token heat maps, modality t-SNE, training curves.
+
+Every function here is what ``scripts/visualize.py`` runs, so a notebook draws the same
+figures. Plotting uses matplotlib's headless Agg backend; given a seed, the output is
+deterministic.
+
+>>> model, cfg = load_run("runs/my_run")                      # doctest: +SKIP
+>>> lists = compute_ranked_lists(model, cfg, num_queries=4)  # doctest: +SKIP
+>>> fig, _ = plot_ranked_lists({"CSET": lists})              # doctest: +SKIP
+"""
+
+from csetgraph.visualization.curves import parse_log, plot_curves, read_scalars
+from csetgraph.visualization.heatmap import (
+    HeatMap,
+    class_token_attention,
+    compute_heatmaps,
+    identity_pairs,
+    mhga_class_attention,
+    plot_heatmaps,
+)
+from csetgraph.visualization.ranked import (
+    FRAME_COLORS,
+    RankedEntry,
+    RankedList,
+    compute_ranked_lists,
+    plot_ranked_lists,
+    ranked_lists,
+)
+from csetgraph.visualization.run import load_run, run_folder, test_transform
+from csetgraph.visualization.testsets import retrieval_set, test_images
+from csetgraph.visualization.tsne import (
+    ModalityEmbeddings,
+    embed_test_images,
+    modality_distances,
+    plot_tsne,
+    tsne_2d,
+)
+
+__all__ = [
+    "FRAME_COLORS",
+    "HeatMap",
+    "ModalityEmbeddings",
+    "RankedEntry",
+    "RankedList",
+    "class_token_attention",
+    "compute_heatmaps",
+    "compute_ranked_lists",
+    "embed_test_images",
+    "identity_pairs",
+    "load_run",
+    "mhga_class_attention",
+    "modality_distances",
+    "parse_log",
+    "plot_curves",
+    "plot_heatmaps",
+    "plot_ranked_lists",
+    "plot_tsne",
+    "ranked_lists",
+    "read_scalars",
+    "retrieval_set",
+    "run_folder",
+    "test_images",
+    "test_transform",
+    "tsne_2d",
+]
