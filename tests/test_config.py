@@ -20,6 +20,7 @@ def test_defaults_and_overrides_apply_in_order(tmp_path):
 
 def test_int_is_accepted_for_float_but_not_the_reverse():
     assert load_config(None, ["train.lr=1"]).train.lr == 1.0
+    assert load_config(None, ["train.lr=3e-4"]).train.lr == 3e-4  # a string in YAML 1.1
     with pytest.raises(ConfigError, match=r"train\.epochs: expected an integer"):
         load_config(None, ["train.epochs=2.5"])
 
