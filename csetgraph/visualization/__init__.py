@@ -1,8 +1,9 @@
 """Figures of trained models: ranked lists, token heat maps, modality t-SNE, training curves.
 
 Every function here is what ``scripts/visualize.py`` runs, so a notebook draws the same
-figures. Plotting uses matplotlib's headless Agg backend; given a seed, the output is
-deterministic.
+figures. Figures are plain :class:`matplotlib.figure.Figure` objects built without pyplot:
+no GUI backend and no global state (``fig.savefig`` renders with Agg; a notebook displays
+them inline). Given a seed, the output is deterministic.
 
 >>> model, cfg = load_run("runs/my_run")                      # doctest: +SKIP
 >>> lists = compute_ranked_lists(model, cfg, num_queries=4)  # doctest: +SKIP

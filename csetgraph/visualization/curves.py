@@ -16,11 +16,6 @@ import math
 import re
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -141,7 +136,8 @@ def plot_curves(
     and the final test ones (``test_<mode>/*``) as stars at the last epoch, in the same
     colour per metric.
     """
-    fig, axes = plt.subplots(2, 2, figsize=figsize, dpi=dpi)
+    fig = Figure(figsize=figsize, dpi=dpi)
+    axes = fig.subplots(2, 2)
     (a_step, a_epoch), (a_lr, a_val) = axes
     if _plot_series(a_step, scalars, "loss/"):
         a_step.legend(title="term", fontsize=8)
@@ -202,7 +198,7 @@ def plot_curves(
             )
             n_val += 1
     if n_val:
-        a_val.legend(fontsize=8, ncol=2 if n_val > 6 else 1)
+        a_val.legend(fontsize=8, ncol=2 if n_val > 6 else 1, loc="best")
     val_title = "validation (lines) and final test (stars)"
     if not any(t.startswith("val/") for t in scalars):
         val_title += "\nno validation during training (train.eval_every=0)"

@@ -30,11 +30,6 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -67,7 +62,7 @@ CELL_WIDTH = 1.4
 IMAGE_WIDTH = 1.1
 TEXT_HEIGHT = 0.45
 PAD_HEIGHT = 0.1
-HEADER_HEIGHT = 0.35
+HEADER_HEIGHT = 0.7
 LABEL_WIDTH = 1.1
 
 
@@ -305,7 +300,7 @@ def plot_heatmaps(
     first = maps[names[0]]
     n_cols, n_rows = len(first), 1 + len(names)
     fig_w, fig_h = figure_size(n_rows, n_cols)
-    fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi)
+    fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
     h, w = DISPLAY_SIZE
     img_h = IMAGE_WIDTH * h / w
     row_h = PAD_HEIGHT + img_h + TEXT_HEIGHT
@@ -342,9 +337,13 @@ def plot_heatmaps(
                     f"id {hm.record.pid}, {modality}\ncam {hm.record.camid}", fontsize=7, pad=2
                 )
     if mappable is not None:
-        cax = fig.add_axes((1 - 2.6 / fig_w, 1 - 0.3 / fig_h, 2.4 / fig_w, 0.08 / fig_h))
+        # Second header line, under the title: "normalised response" then the colour bar.
+        bar_w = min(2.4, fig_w - LABEL_WIDTH - 0.3)
+        fig.text(
+            0.1 / fig_w, 1 - 0.4 / fig_h, "normalised\nresponse", fontsize=7, ha="left", va="center"
+        )
+        cax = fig.add_axes((LABEL_WIDTH / fig_w, 1 - 0.42 / fig_h, bar_w / fig_w, 0.08 / fig_h))
         cb = fig.colorbar(mappable, cax=cax, orientation="horizontal")
         cb.ax.tick_params(labelsize=6, length=2, pad=1)
         cb.set_ticks([0, 0.5, 1])
-        cax.set_title("normalised response", fontsize=6.5, pad=2)
     return fig

@@ -20,11 +20,6 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -248,7 +243,7 @@ def plot_ranked_lists(
     n_rows = n_q * len(names)
     n_cols = 1 + max((len(rl.entries) for v in lists.values() for rl in v), default=0)
     fig_w, fig_h = figure_size(n_rows, n_cols)
-    fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi)
+    fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
     row_h = _row_height()
     img_h = row_h - TEXT_HEIGHT - PAD_HEIGHT
     legend = (

@@ -22,10 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -177,9 +173,9 @@ def plot_tsne(
     """Scatter of 2-D coordinates: colour = identity, marker = modality (o visible, ^ infrared)."""
     pids, modalities = np.asarray(pids), np.asarray(modalities)
     ids = sorted(set(pids.tolist()))
-    cmap = plt.get_cmap("tab20" if len(ids) > 10 else "tab10")
+    cmap = matplotlib.colormaps["tab20" if len(ids) > 10 else "tab10"]
     colour = {p: cmap(i % cmap.N) for i, p in enumerate(ids)}
-    fig = plt.figure(figsize=figsize, dpi=dpi)
+    fig = Figure(figsize=figsize, dpi=dpi)
     ax = fig.add_axes((0.08, 0.1, 0.62, 0.78))
     for modality, marker in (("vis", "o"), ("ir", "^")):
         sel = modalities == modality
