@@ -37,7 +37,7 @@ from csetgraph.visualization import (
     plot_tsne,
     read_scalars,
     run_folder,
-    test_images,
+    split_images,
     tsne_2d,
 )
 from csetgraph.visualization.ranked import choose_queries
@@ -102,7 +102,7 @@ def cmd_heatmap(args) -> None:
     runs = _load(args)
     cfg0 = runs[0][2]
     pairs = identity_pairs(
-        test_images(cfg0, args.split), num_ids=args.num_ids, pids=args.pids, seed=args.seed
+        split_images(cfg0, args.split), num_ids=args.num_ids, pids=args.pids, seed=args.seed
     )
     records = [r for pair in pairs for r in pair]
     maps = {

@@ -27,8 +27,8 @@ from csetgraph.visualization.ranked import (
     plot_ranked_lists,
     ranked_lists,
 )
-from csetgraph.visualization.run import load_run, run_folder, test_transform
-from csetgraph.visualization.testsets import retrieval_set, test_images
+from csetgraph.visualization.run import eval_transform, load_run, run_folder
+from csetgraph.visualization.testsets import retrieval_set, split_images
 from csetgraph.visualization.tsne import (
     ModalityEmbeddings,
     embed_test_images,
@@ -47,6 +47,7 @@ __all__ = [
     "compute_heatmaps",
     "compute_ranked_lists",
     "embed_test_images",
+    "eval_transform",
     "identity_pairs",
     "load_run",
     "mhga_class_attention",
@@ -60,7 +61,6 @@ __all__ = [
     "read_scalars",
     "retrieval_set",
     "run_folder",
-    "test_images",
-    "test_transform",
+    "split_images",
     "tsne_2d",
 ]

@@ -40,7 +40,7 @@ from csetgraph.config import Config
 from csetgraph.data.records import Record, load_image
 from csetgraph.graph import complete_token_graph, relation_matrix
 from csetgraph.models.cset import CSET
-from csetgraph.visualization.run import test_transform
+from csetgraph.visualization.run import eval_transform
 
 __all__ = [
     "SOURCES",
@@ -244,7 +244,7 @@ def compute_heatmaps(
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     model.eval()
-    tf = test_transform(model, cfg)
+    tf = eval_transform(model, cfg)
     out = []
     for rec in records:
         img = load_image(rec.path)

@@ -29,7 +29,7 @@ from csetgraph.config import Config
 from csetgraph.data.records import Record, load_image
 from csetgraph.evaluation.metrics import pairwise_distance
 from csetgraph.evaluation.protocols import extract_features
-from csetgraph.visualization.run import test_transform
+from csetgraph.visualization.run import eval_transform
 from csetgraph.visualization.testsets import retrieval_set
 
 __all__ = [
@@ -178,7 +178,7 @@ def compute_ranked_lists(
     if bad:
         raise ValueError(f"query indices {bad} out of range: the query set has {len(rs.query)}")
     chosen = [rs.query[i] for i in queries]
-    tf = test_transform(model, cfg)
+    tf = eval_transform(model, cfg)
     kw = dict(transform=tf, batch_size=cfg.eval.batch_size, device=device, progress=False)
     q_feat = extract_features(model, chosen, rs.query_modality, **kw)
     g_feat = extract_features(model, rs.gallery, rs.gallery_modality, **kw)

@@ -3,7 +3,7 @@
 Every figure starts from the same three things: the model (in eval mode, weights from the
 checkpoint), the config it was trained with (for the data set, input size and protocol),
 and the test transform the evaluation uses. :func:`load_run` gives the first two and
-:func:`test_transform` the third, so scripts and notebooks build them the same way.
+:func:`eval_transform` the third, so scripts and notebooks build them the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from csetgraph.engine.checkpoint import load_checkpoint, load_model_state
 from csetgraph.models import CheckpointError, build_model
 from csetgraph.models.cset import CSET
 
-__all__ = ["load_run", "run_folder", "test_transform"]
+__all__ = ["eval_transform", "load_run", "run_folder"]
 
 
 def run_folder(path: str | Path) -> Path:
@@ -90,7 +90,7 @@ def load_run(
     return model.to(device).eval(), cfg
 
 
-def test_transform(model: CSET, cfg: Config):
+def eval_transform(model: CSET, cfg: Config):
     """The evaluation's transform: resize to the input size, tensor, the run's normalisation."""
     mean, std = model.vis_encoder.mean_std
     mean = tuple(cfg.data.mean) if cfg.data.mean else mean

@@ -13,7 +13,7 @@ from pathlib import Path
 from csetgraph.config import Config
 from csetgraph.data.records import Record
 
-__all__ = ["RetrievalSet", "retrieval_set", "test_images"]
+__all__ = ["RetrievalSet", "retrieval_set", "split_images"]
 
 #: (query, gallery) modalities of the two retrieval directions.
 DIRECTIONS = {"I2V": ("ir", "vis"), "V2I": ("vis", "ir")}
@@ -78,7 +78,7 @@ def retrieval_set(
     raise ValueError(f"data.dataset must be sysu_mm01, regdb or llcm, got {dataset!r}")
 
 
-def test_images(cfg: Config, split: str = "test") -> dict[str, list[Record]]:
+def split_images(cfg: Config, split: str = "test") -> dict[str, list[Record]]:
     """Every image of the split's identities, per modality: ``{"vis": [...], "ir": [...]}``.
 
     SYSU-MM01: all images of all six cameras (not one gallery draw); RegDB: the trial's

@@ -30,8 +30,8 @@ from matplotlib.lines import Line2D
 from csetgraph.config import Config
 from csetgraph.data.records import Record
 from csetgraph.evaluation.protocols import extract_features
-from csetgraph.visualization.run import test_transform
-from csetgraph.visualization.testsets import test_images
+from csetgraph.visualization.run import eval_transform
+from csetgraph.visualization.testsets import split_images
 
 __all__ = [
     "ModalityEmbeddings",
@@ -105,12 +105,12 @@ def embed_test_images(
         max_per_modality: at most this many images per identity and modality (the first
             ones in file order); ``None`` keeps all.
     """
-    images = test_images(cfg, split)
+    images = split_images(cfg, split)
     pids = sorted({r.pid for m in images.values() for r in m})
     if max_ids is not None and max_ids < len(pids):
         pids = sorted(random.Random(seed).sample(pids, max_ids))
     keep = set(pids)
-    tf = test_transform(model, cfg)
+    tf = eval_transform(model, cfg)
     feats, recs = [], []
     for modality in ("vis", "ir"):
         chosen, count = [], {}
