@@ -106,6 +106,7 @@ class ModelConfig:
 class LossConfig:
     triplet_weight: float = 0.7  # beta
     margin: float = 0.3
+    normalize_triplet: bool = True  # eq. 9 on L2-normalised features (False: raw features)
     label_smoothing: float = 0.0
     distill_weight: float = 1.0  # gamma, cross-distillation (only with model.ca.enabled)
 

@@ -172,7 +172,11 @@ def train(cfg: Config, *, progress: bool = True) -> dict:
         persistent_workers=False,
     )
     criterion = CSETLoss(
-        cfg.loss.triplet_weight, cfg.loss.margin, cfg.loss.label_smoothing, cfg.loss.distill_weight
+        cfg.loss.triplet_weight,
+        cfg.loss.margin,
+        cfg.loss.label_smoothing,
+        cfg.loss.distill_weight,
+        cfg.loss.normalize_triplet,
     )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)

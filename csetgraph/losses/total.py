@@ -28,19 +28,23 @@ class CSETLoss(nn.Module):
         margin: float = 0.3,
         label_smoothing: float = 0.0,
         distill_weight: float = 1.0,
+        normalize_triplet: bool = False,
     ) -> None:
         super().__init__()
         self.triplet_weight = triplet_weight
         self.margin = margin
         self.label_smoothing = label_smoothing
         self.distill_weight = distill_weight
+        self.normalize_triplet = normalize_triplet
 
     def forward(
         self, out: dict[str, torch.Tensor], pids: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ce = identity_loss(out["logits"], pids, self.label_smoothing)
         tri_pids = pids[out["tri_pids_index"]] if "tri_pids_index" in out else pids
-        tri = cross_modal_triplet_loss(out["tri_feat"], tri_pids, out["tri_modality"], self.margin)
+        tri = cross_modal_triplet_loss(
+            out["tri_feat"], tri_pids, out["tri_modality"], self.margin, self.normalize_triplet
+        )
         total = ce + self.triplet_weight * tri
         terms = {"ce": ce.detach(), "tri": tri.detach()}
         if "cd_logits" in out:
@@ -53,5 +57,6 @@ class CSETLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"triplet_weight={self.triplet_weight}, margin={self.margin}, "
-            f"label_smoothing={self.label_smoothing}, distill_weight={self.distill_weight}"
+            f"label_smoothing={self.label_smoothing}, distill_weight={self.distill_weight}, "
+            f"normalize_triplet={self.normalize_triplet}"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -17,6 +18,7 @@ def cross_modal_triplet_loss(
     pids: torch.Tensor,
     modalities: torch.Tensor,
     margin: float = 0.3,
+    normalize: bool = False,
 ) -> torch.Tensor:
     """Mean over anchors of ``[d(a, p) - d(a, n) + m]_+`` with cross-modal batch-hard mining.
 
@@ -25,10 +27,17 @@ def cross_modal_triplet_loss(
     different pid; distances are squared Euclidean (eq. 9). Anchors without a cross-modal
     positive or negative are skipped.
 
+    With ``normalize`` the features are L2-normalised first (squared distances in [0, 4]).
+    Unnormalised, the squared-distance loss has a degenerate solution: all features shrink
+    towards zero, every distance vanishes and the loss sits at the margin with no gradient
+    left to escape it, which we observed when training ViTs from scratch.
+
     Shapes:
         - features: ``(n, d)``; pids, modalities: ``(n,)`` (modality codes, e.g. 0 vis, 1 ir)
         - output: scalar
     """
+    if normalize:
+        features = F.normalize(features, dim=1)
     dist = squared_euclidean(features, features)
     same = pids[:, None] == pids[None, :]
     cross = modalities[:, None] != modalities[None, :]
@@ -46,12 +55,13 @@ def cross_modal_triplet_loss(
 class CrossModalTripletLoss(nn.Module):
     """Module form of :func:`cross_modal_triplet_loss`."""
 
-    def __init__(self, margin: float = 0.3) -> None:
+    def __init__(self, margin: float = 0.3, normalize: bool = False) -> None:
         super().__init__()
         self.margin = margin
+        self.normalize = normalize
 
     def forward(self, features, pids, modalities):
-        return cross_modal_triplet_loss(features, pids, modalities, self.margin)
+        return cross_modal_triplet_loss(features, pids, modalities, self.margin, self.normalize)
 
     def extra_repr(self) -> str:
-        return f"margin={self.margin}"
+        return f"margin={self.margin}, normalize={self.normalize}"

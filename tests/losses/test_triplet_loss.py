@@ -51,3 +51,17 @@ def test_squared_euclidean_matches_cdist():
     torch.testing.assert_close(squared_euclidean(x, y), torch.cdist(x, y) ** 2)
     for i, j in itertools.product(range(4), range(5)):
         assert squared_euclidean(x, y)[i, j] >= 0
+
+
+def test_normalized_variant_is_the_loss_of_unit_features():
+    torch.manual_seed(1)
+    feat = torch.randn(8, 4, dtype=torch.float64) * 10
+    pids = torch.tensor([0, 1, 2, 3] * 2)
+    mods = torch.tensor([0] * 4 + [1] * 4)
+    unit = feat / feat.norm(dim=1, keepdim=True)
+    got = cross_modal_triplet_loss(feat, pids, mods, 0.3, normalize=True)
+    torch.testing.assert_close(got, loop_reference(unit, pids, mods, 0.3))
+    # scaling the features changes the raw loss but not the normalised one
+    scaled = cross_modal_triplet_loss(feat * 0.01, pids, mods, 0.3, normalize=True)
+    torch.testing.assert_close(scaled, got)
+    assert not torch.isclose(cross_modal_triplet_loss(feat * 0.01, pids, mods, 0.3), got)
