@@ -27,6 +27,7 @@ image, which places each patch's value at the centre of its receptive field only
 from __future__ import annotations
 
 import random
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -312,7 +313,9 @@ def plot_heatmaps(
             label = "image"
         else:
             sources = {hm.source for hm in maps[names[r - 1]]}
-            label = names[r - 1] + "\n" + "\n".join(_SOURCE_TEXT[s] for s in sorted(sources))
+            # Wrapped to the label column's width, so it never runs into the images.
+            name = textwrap.fill(names[r - 1], width=16)
+            label = name + "\n" + "\n".join(_SOURCE_TEXT[s] for s in sorted(sources))
         fig.text(
             0.1 / fig_w,
             1 - (top + img_h / 2) / fig_h,
