@@ -60,7 +60,9 @@ CELL_WIDTH = 1.25
 IMAGE_WIDTH = 1.0
 TEXT_HEIGHT = 0.5
 PAD_HEIGHT = 0.12
-HEADER_HEIGHT = 0.4
+HEADER_HEIGHT = 0.55
+#: Narrower figures would clip the title and legend: short lists get empty cells on the right.
+MIN_COLUMNS = 6
 
 
 @dataclass(frozen=True)
@@ -207,7 +209,7 @@ def _row_height() -> float:
 
 def figure_size(num_rows: int, num_columns: int) -> tuple[float, float]:
     """Figure size in inches of a grid of ``num_rows`` lists of ``num_columns`` cells."""
-    return num_columns * CELL_WIDTH, HEADER_HEIGHT + num_rows * _row_height()
+    return max(num_columns, MIN_COLUMNS) * CELL_WIDTH, HEADER_HEIGHT + num_rows * _row_height()
 
 
 def plot_ranked_lists(
@@ -247,11 +249,11 @@ def plot_ranked_lists(
     row_h = _row_height()
     img_h = row_h - TEXT_HEIGHT - PAD_HEIGHT
     legend = (
-        "frame: green = same identity, red = other identity, grey = ignored by the protocol "
-        "(no rank), blue = query"
+        "frame: green = same identity, red = other identity, blue = query\n"
+        "grey = ignored by the protocol (no rank); d = distance"
     )
-    fig.text(0.5 / fig_w, 1 - 0.12 / fig_h, title, ha="left", va="top", fontsize=9, weight="bold")
-    fig.text(0.5 / fig_w, 1 - 0.28 / fig_h, legend, ha="left", va="top", fontsize=7.5)
+    fig.text(0.15 / fig_w, 1 - 0.08 / fig_h, title, ha="left", va="top", fontsize=9, weight="bold")
+    fig.text(0.15 / fig_w, 1 - 0.26 / fig_h, legend, ha="left", va="top", fontsize=7.5)
     cells = []
     row = 0
     for qi in range(n_q):

@@ -157,7 +157,7 @@ def test_ranked_lists_match_a_loop_and_frames_match_identities(run, tmp_path):
             + ranked_mod.TEXT_HEIGHT
         )
         assert (w, h) == (
-            _px(expected_cols * ranked_mod.CELL_WIDTH, 50),
+            _px(max(expected_cols, ranked_mod.MIN_COLUMNS) * ranked_mod.CELL_WIDTH, 50),
             _px(ranked_mod.HEADER_HEIGHT + rows * row_h, 50),
         )
         # Sample the saved PNG in the middle of each image's left frame.
@@ -339,7 +339,7 @@ def test_visualize_script_writes_every_figure(run, tmp_path, capsys):
     assert _png_size(out["heatmap"])[0] == _px(
         heatmap_mod.LABEL_WIDTH + 2 * heatmap_mod.CELL_WIDTH, 40
     )
-    assert _png_size(out["ranked"])[0] >= _px(3 * ranked_mod.CELL_WIDTH, 40)
+    assert _png_size(out["ranked"])[0] >= _px(ranked_mod.MIN_COLUMNS * ranked_mod.CELL_WIDTH, 40)
     assert "same identity visible-infrared" in capsys.readouterr().out
     assert vis.main(["curves", "--run", str(tmp_path / "nope")]) == 2
     assert "neither TensorBoard event files" in capsys.readouterr().err
