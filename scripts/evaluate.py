@@ -22,75 +22,20 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-from csetgraph.config import Config, ConfigError, config_from_dict, load_config, parse_override
+from csetgraph.config import Config, ConfigError
 from csetgraph.data.records import DatasetLayoutError
-from csetgraph.data.transforms import build_test_transform
-from csetgraph.engine.checkpoint import load_checkpoint, load_model_state
+from csetgraph.engine.checkpoint import load_checkpoint
+from csetgraph.engine.runs import (
+    eval_transform,
+    model_from_checkpoint,
+    resolve_run_config,
+    run_folder,
+)
 from csetgraph.engine.trainer import resolve_device
 from csetgraph.evaluation.protocols import evaluate_dataset, format_table, summarise
-from csetgraph.models import CheckpointError, build_model
+from csetgraph.models import CheckpointError
 
 DATASETS = ("sysu_mm01", "regdb", "llcm")
-
-
-def run_folder(checkpoint: str | Path) -> Path:
-    """The run folder of a checkpoint path (a run folder itself, or ``run/checkpoints/x.pt``)."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        return path
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
-
-
-def resolve_config(
-    checkpoint: str | Path, ckpt: dict, config: str | None, overrides: list[str]
-) -> Config:
-    """``--config``, else the run folder's ``config.yaml``, else the config in the checkpoint."""
-    if config is not None:
-        return load_config(config, overrides)
-    saved = run_folder(checkpoint) / "config.yaml"
-    if saved.is_file():
-        return load_config(saved, overrides)
-    if "config" not in ckpt:
-        raise ConfigError(
-            f"no config.yaml next to {str(checkpoint)!r} and none stored in the checkpoint; "
-            "pass --config with the recipe the model was trained with"
-        )
-    tree = json.loads(ckpt["config"])
-    for text in overrides:
-        key, value = parse_override(text)
-        node = tree
-        *sections, last = key.split(".")
-        for part in sections:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{key!r}: {part!r} is a value, not a section")
-        node[last] = value
-    return config_from_dict(tree)
-
-
-def _num_classes(ckpt: dict, checkpoint: str | Path) -> int:
-    if "num_classes" in ckpt:
-        return int(ckpt["num_classes"])
-    # best.pt keeps only the weights: the classifier's rows are the training classes.
-    weight = ckpt["model"].get("neck.classifier.weight")
-    if weight is None:
-        raise CheckpointError(
-            f"{str(checkpoint)!r} records no num_classes and has no neck.classifier.weight"
-        )
-    return int(weight.shape[0])
-
-
-def load_model(checkpoint: str | Path, ckpt: dict, cfg: Config, device: torch.device):
-    """Build the model of ``cfg`` and load the checkpoint's weights into it (eval mode)."""
-    model_cfg = cfg.model
-    # The checkpoint holds every weight; do not look for the pretrained file it started from.
-    model_cfg.pretrained = ""
-    img_size = (cfg.data.height, cfg.data.width)
-    model = build_model(model_cfg, _num_classes(ckpt, checkpoint), img_size)
-    load_model_state(model, ckpt["model"], f"checkpoint {str(checkpoint)!r}")
-    return model.to(device).eval()
 
 
 def option_overrides(args: argparse.Namespace, cfg_dataset: str) -> list[str]:
@@ -125,16 +70,13 @@ def option_overrides(args: argparse.Namespace, cfg_dataset: str) -> list[str]:
 def evaluate_checkpoint(checkpoint: str, args: argparse.Namespace) -> tuple[Config, dict]:
     """Load one checkpoint with its config and run its data set's protocol."""
     ckpt = load_checkpoint(checkpoint)
-    cfg = resolve_config(checkpoint, ckpt, args.config, args.overrides)
-    cfg = resolve_config(
+    cfg = resolve_run_config(checkpoint, ckpt, args.config, args.overrides)
+    cfg = resolve_run_config(
         checkpoint, ckpt, args.config, args.overrides + option_overrides(args, cfg.data.dataset)
     )
     device = resolve_device(args.device or cfg.train.device)
-    model = load_model(checkpoint, ckpt, cfg, device)
-    mean, std = model.vis_encoder.mean_std
-    mean = tuple(cfg.data.mean) if cfg.data.mean else mean
-    std = tuple(cfg.data.std) if cfg.data.std else std
-    transform = build_test_transform(cfg.data.height, cfg.data.width, mean=mean, std=std)
+    model = model_from_checkpoint(ckpt, cfg, checkpoint, device)
+    transform = eval_transform(model, cfg)
     results = evaluate_dataset(
         model,
         cfg,

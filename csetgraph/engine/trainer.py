@@ -35,6 +35,7 @@ from csetgraph.engine.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from csetgraph.engine.runs import input_stats
 from csetgraph.losses import CSETLoss
 from csetgraph.models import build_model
 from csetgraph.models.checkpoint import CheckpointError
@@ -142,9 +143,7 @@ def train(cfg: Config, *, progress: bool = True) -> dict:
     data = build_train_data(cfg.data)
     img_size = (cfg.data.height, cfg.data.width)
     model = build_model(cfg.model, data.num_classes, img_size).to(device)
-    mean, std = model.vis_encoder.mean_std
-    mean = tuple(cfg.data.mean) if cfg.data.mean else mean
-    std = tuple(cfg.data.std) if cfg.data.std else std
+    mean, std = input_stats(model, cfg)
     train_tf = build_train_transform(
         *img_size,
         mean=mean,
