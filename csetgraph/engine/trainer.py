@@ -36,7 +36,7 @@ from csetgraph.engine.checkpoint import (
     set_rng_state,
 )
 from csetgraph.engine.runs import input_stats
-from csetgraph.losses import CSETLoss
+from csetgraph.losses import build_criterion
 from csetgraph.models import build_model
 from csetgraph.models.checkpoint import CheckpointError
 
@@ -170,13 +170,7 @@ def train(cfg: Config, *, progress: bool = True) -> dict:
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
-    criterion = CSETLoss(
-        cfg.loss.triplet_weight,
-        cfg.loss.margin,
-        cfg.loss.label_smoothing,
-        cfg.loss.distill_weight,
-        cfg.loss.normalize_triplet,
-    )
+    criterion = build_criterion(cfg.loss)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = build_scheduler(optimizer, cfg, len(sampler))

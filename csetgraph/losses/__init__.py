@@ -1,5 +1,6 @@
 """Losses: identity, cross-modal triplet, cross-distillation (eq. 8-10)."""
 
+from csetgraph.losses.build import build_criterion
 from csetgraph.losses.distillation import CrossDistillationLoss, cross_distillation_loss
 from csetgraph.losses.identity import IdentityLoss, identity_loss
 from csetgraph.losses.total import CSETLoss
@@ -14,6 +15,7 @@ __all__ = [
     "CrossDistillationLoss",
     "CrossModalTripletLoss",
     "IdentityLoss",
+    "build_criterion",
     "cross_distillation_loss",
     "cross_modal_triplet_loss",
     "identity_loss",

@@ -24,7 +24,7 @@ from csetgraph.data.build import build_train_data
 from csetgraph.data.datasets import PairedDataset
 from csetgraph.data.samplers import CrossModalityIdentitySampler
 from csetgraph.data.transforms import build_train_transform
-from csetgraph.losses import CSETLoss
+from csetgraph.losses import build_criterion
 from csetgraph.models import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +85,7 @@ def sharded_reference(cfg, world_size=2):
         )
         sampler.batches_per_epoch = min(sampler.batches_per_epoch, STEPS)
         loaders.append(DataLoader(dataset, batch_sampler=sampler))
-    criterion = CSETLoss()
+    criterion = build_criterion(cfg.loss)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     model.train()
     for shares in zip(*loaders, strict=True):
