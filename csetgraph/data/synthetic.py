@@ -34,6 +34,10 @@ SYSU_IR_CAMERAS = (3, 6)
 _PATTERNS = ("solid", "hstripes", "vstripes", "checks", "dots")
 _ACCESSORIES = ("none", "backpack", "bag", "hat")
 _HAIR = ("short", "long", "bald", "ponytail")
+_LOGOS = ("none", "square", "circle", "bar")
+#: Infrared "materials": a few emissivity levels shared by all identities, so an infrared
+#: intensity alone says little about who someone is (unlike a visible colour).
+_MATERIALS = (0.3, 0.5, 0.7, 0.9)
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,10 @@ class Identity:
     bottom_pattern: str
     accessory: str
     hair: str
+    logo: str  # a print on the top: its shape and place survive the change of modality
+    logo_x: float
+    logo_y: float
+    logo_size: float
     # visible only
     top_rgb: tuple[float, float, float]
     top_rgb2: tuple[float, float, float]
@@ -58,7 +66,9 @@ class Identity:
     hair_rgb: tuple[float, float, float]
     acc_rgb: tuple[float, float, float]
     skin_rgb: tuple[float, float, float]
+    logo_rgb: tuple[float, float, float]
     # infrared only: emissivity-like "material" values in [0, 1]
+    logo_heat: float
     top_heat: float
     bottom_heat: float
     hair_heat: float
@@ -73,6 +83,11 @@ def make_identity(pid: int, seed: int = 0) -> Identity:
     def rgb() -> tuple[float, float, float]:
         return tuple(float(c) for c in rng.uniform(0.05, 0.95, size=3))
 
+    def material(avoid: float | None = None) -> float:
+        return float(rng.choice([m for m in _MATERIALS if m != avoid]))
+
+    top_heat = material()
+
     return Identity(
         pid=pid,
         height=float(rng.uniform(0.72, 0.9)),
@@ -80,22 +95,30 @@ def make_identity(pid: int, seed: int = 0) -> Identity:
         head=float(rng.uniform(0.10, 0.15)),
         leg_ratio=float(rng.uniform(0.42, 0.56)),
         top_pattern=str(rng.choice(_PATTERNS)),
-        top_freq=float(rng.uniform(3.0, 7.0)),
+        top_freq=float(rng.uniform(2.0, 5.0)),
         bottom_skirt=bool(rng.random() < 0.3),
         bottom_pattern=str(rng.choice(("solid", "hstripes", "vstripes"))),
         accessory=str(rng.choice(_ACCESSORIES)),
         hair=str(rng.choice(_HAIR)),
-        top_rgb=rgb(),
-        top_rgb2=rgb(),
+        logo=str(rng.choice(_LOGOS)),
+        logo_x=float(rng.uniform(-0.22, 0.22)),
+        logo_y=float(rng.uniform(0.25, 0.65)),
+        logo_size=float(rng.uniform(0.1, 0.18)),
+        top_rgb=(top := rgb()),
+        # the pattern's second tone is a darker shade, so a pattern has luminance contrast
+        # (and so survives in infrared) whatever the colours are
+        top_rgb2=tuple(float(c) * float(rng.uniform(0.15, 0.4)) for c in top),
         bottom_rgb=rgb(),
         hair_rgb=rgb(),
         acc_rgb=rgb(),
         skin_rgb=tuple(float(c) for c in rng.uniform([0.45, 0.3, 0.2], [0.95, 0.8, 0.7])),
-        top_heat=float(rng.uniform(0.25, 0.95)),
-        bottom_heat=float(rng.uniform(0.25, 0.95)),
-        hair_heat=float(rng.uniform(0.1, 0.6)),
-        acc_heat=float(rng.uniform(0.05, 0.9)),
-        skin_heat=float(rng.uniform(0.8, 1.0)),
+        logo_rgb=rgb(),
+        logo_heat=material(avoid=top_heat),
+        top_heat=top_heat,
+        bottom_heat=material(),
+        hair_heat=float(rng.choice((0.2, 0.35, 0.5))),
+        acc_heat=material(),
+        skin_heat=0.95,
     )
 
 
@@ -253,17 +276,28 @@ def render(
     top_tex = _pattern(identity.top_pattern, identity.top_freq, ty, tx)
     bot_tex = _pattern(identity.bottom_pattern, 4.0, lt, tx)
 
+    logo = np.zeros_like(torso)
+    if identity.logo != "none":
+        lx, ly, r = identity.logo_x, identity.logo_y, identity.logo_size
+        dx, dy = (tx - lx) / r, (ty - ly) / (r * 2.2)
+        if identity.logo == "square":
+            logo = (np.abs(dx) < 1) & (np.abs(dy) < 1)
+        elif identity.logo == "circle":
+            logo = dx**2 + dy**2 < 1
+        else:  # a horizontal bar
+            logo = (np.abs(dx) < 2.2) & (np.abs(dy) < 0.45)
+        logo &= torso
+
     parts = [  # (mask, vis colour field, ir intensity field)
-        (arms, np.asarray(identity.top_rgb), identity.top_heat * (0.75 + 0.25 * top_tex)),
-        (torso, None, identity.top_heat * (0.7 + 0.3 * top_tex)),
-        (bottom, None, identity.bottom_heat * (0.8 + 0.2 * bot_tex)),
+        (arms, np.asarray(identity.top_rgb), identity.top_heat * (0.5 + 0.5 * top_tex)),
+        (torso, None, identity.top_heat * (0.4 + 0.6 * top_tex)),
+        (bottom, None, identity.bottom_heat * (0.55 + 0.45 * bot_tex)),
         (legs, np.asarray(identity.skin_rgb), identity.skin_heat),
         (head, np.asarray(identity.skin_rgb), identity.skin_heat),
         (hair, np.asarray(identity.hair_rgb), identity.hair_heat),
     ]
-    if view == 1 and identity.accessory == "backpack":
-        parts.append((acc, np.asarray(identity.acc_rgb), identity.acc_heat))
-    elif acc_front:
+    parts.append((logo, np.asarray(identity.logo_rgb), identity.logo_heat))
+    if acc_front:
         parts.append((acc, np.asarray(identity.acc_rgb), identity.acc_heat))
 
     if modality == "vis":
@@ -274,27 +308,29 @@ def render(
         top_col = np.where(
             top_tex[..., None] > 0.5, np.asarray(identity.top_rgb), np.asarray(identity.top_rgb2)
         )
-        bot_col = np.asarray(identity.bottom_rgb) * (0.75 + 0.25 * bot_tex[..., None])
+        bot_col = np.asarray(identity.bottom_rgb) * (0.5 + 0.5 * bot_tex[..., None])
         for mask, colour, _ in parts:
+            jitter = rng.uniform(0.85, 1.15)  # the same clothes never look exactly the same
             if mask is torso:
-                img[mask] = top_col[mask]
+                img[mask] = top_col[mask] * jitter
             elif mask is bottom:
-                img[mask] = bot_col[mask]
+                img[mask] = bot_col[mask] * jitter
             else:
-                img[mask] = colour
+                img[mask] = colour * jitter
         shade = 0.85 + 0.15 * np.cos((xx - cx) * np.pi)  # soft lighting across the body
         img *= (cam_light * rng.uniform(0.85, 1.15) * shade)[..., None] * cam_tint[None, None]
         img += rng.normal(0, 0.02, size=img.shape)
     else:
         img = np.full((H, W), cam_ir_bg, dtype=np.float32) + 0.05 * yy
         for mask, _, heat in parts:
-            img[mask] = (heat if np.isscalar(heat) else heat[mask]) * np.ones(1)
+            jitter = rng.uniform(0.85, 1.15)
+            img[mask] = (heat if np.isscalar(heat) else heat[mask]) * jitter
         img = img * rng.uniform(0.85, 1.1) + rng.uniform(-0.05, 0.05)
         img += rng.normal(0, 0.04, size=img.shape)
         img = np.repeat(img[..., None], 3, axis=2)
     out = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), mode="RGB")
     if modality == "ir":
-        out = out.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.6, 1.2))))
+        out = out.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.4, 0.9))))
     return out
 
 
