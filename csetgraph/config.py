@@ -58,6 +58,7 @@ class DataConfig:
     pad: int = 10
     flip_prob: float = 0.5
     erasing_prob: float = 0.5
+    grayscale_prob: float = 0.0  # turn visible training images grey (channel augmentation)
     skip_corrupt: bool = False  # skip unreadable images (and report how many) instead of failing
 
 

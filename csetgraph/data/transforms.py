@@ -20,9 +20,17 @@ def build_train_transform(
     pad: int = 10,
     flip_prob: float = 0.5,
     erasing_prob: float = 0.5,
+    grayscale_prob: float = 0.0,
 ) -> T.Compose:
-    """Resize, flip, pad-and-crop, tensor, normalise, random erasing (the field's usual set)."""
+    """Resize, flip, pad-and-crop, tensor, normalise, random erasing (the field's usual set).
+
+    ``grayscale_prob`` turns a colour image grey with that probability (infrared images are
+    grey already, so it only touches visible ones): a channel augmentation in the spirit of
+    Ye et al.'s CAJ that leaves the visible stream the cues infrared images also have.
+    """
     ops: list = [T.Resize((height, width))]
+    if grayscale_prob > 0:
+        ops.append(T.RandomGrayscale(p=grayscale_prob))
     if flip_prob > 0:
         ops.append(T.RandomHorizontalFlip(p=flip_prob))
     if pad > 0:

@@ -151,6 +151,7 @@ def train(cfg: Config, *, progress: bool = True) -> dict:
         pad=cfg.data.pad,
         flip_prob=cfg.data.flip_prob,
         erasing_prob=cfg.data.erasing_prob,
+        grayscale_prob=cfg.data.grayscale_prob,
     )
     sampler = CrossModalityIdentitySampler(
         [r.pid for r in data.vis],
