@@ -7,11 +7,13 @@ exactly the layouts of the real data sets so that the real readers read them.
 The renderer keeps the property that makes VI-ReID hard: a real cross-modal gap.
 
 * Cues that survive the change of modality: body shape and proportions, the clothing pattern
-  (stripes, checks, dots and their frequency), trouser or skirt shape, accessories (backpack,
-  bag, hat) and the hairstyle.
-* Cues that do not: clothing and hair *colours* exist only in visible images. An infrared
-  image is a single-intensity "heat" rendering in which each part's intensity follows a
-  per-identity material value drawn independently of its colour, with sensor noise and blur.
+  (stripes, checks, dots and their frequency), prints on the top, trouser or skirt shape,
+  accessories (backpack, bag, hat) and the hairstyle.
+* Cues that do not: clothing and hair *colours* exist only in visible images (drawn from a
+  palette, as real clothes mostly are). An infrared image is a single-intensity "heat"
+  rendering in which each part's intensity follows a per-identity material value -- one of a
+  few levels, drawn only partly from the dye's brightness, as near-infrared reflectance of
+  fabrics is -- with per-image variation, sensor noise and blur.
 * Per-camera changes: viewpoint (front, back, side), scale, position, background and lighting.
 
 Everything is deterministic given ``seed``: an identity's appearance depends only on
@@ -38,6 +40,20 @@ _LOGOS = ("none", "square", "circle", "bar")
 #: Infrared "materials": a few emissivity levels shared by all identities, so an infrared
 #: intensity alone says little about who someone is (unlike a visible colour).
 _MATERIALS = (0.3, 0.5, 0.7, 0.9)
+#: Clothing colours come from a palette, as real clothes mostly do: colour narrows down who
+#: someone is but does not identify them on its own.
+_PALETTE = (
+    (0.08, 0.08, 0.1),  # black
+    (0.9, 0.9, 0.88),  # white
+    (0.5, 0.5, 0.52),  # grey
+    (0.12, 0.2, 0.55),  # navy
+    (0.3, 0.55, 0.85),  # light blue
+    (0.7, 0.12, 0.12),  # red
+    (0.15, 0.45, 0.2),  # green
+    (0.85, 0.75, 0.2),  # yellow
+    (0.45, 0.3, 0.18),  # brown
+    (0.8, 0.45, 0.6),  # pink
+)
 
 
 @dataclass(frozen=True)
@@ -81,12 +97,18 @@ def make_identity(pid: int, seed: int = 0) -> Identity:
     rng = np.random.default_rng([seed, pid, 7919])
 
     def rgb() -> tuple[float, float, float]:
-        return tuple(float(c) for c in rng.uniform(0.05, 0.95, size=3))
+        return _PALETTE[int(rng.integers(len(_PALETTE)))]
 
-    def material(avoid: float | None = None) -> float:
-        return float(rng.choice([m for m in _MATERIALS if m != avoid]))
+    def material(colour, avoid: float | None = None) -> float:
+        # Near-infrared reflectance of a dyed fabric is only partly tied to how bright the
+        # dye looks: the level is drawn around the colour's luminance, then quantised.
+        lum = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+        target = 0.5 * lum + 0.5 * float(rng.uniform(0.2, 1.0))
+        levels = [m for m in _MATERIALS if m != avoid]
+        return float(min(levels, key=lambda m: abs(m - target)))
 
-    top_heat = material()
+    top, bottom, acc, logo, hair = rgb(), rgb(), rgb(), rgb(), rgb()
+    top_heat = material(top)
 
     return Identity(
         pid=pid,
@@ -104,20 +126,20 @@ def make_identity(pid: int, seed: int = 0) -> Identity:
         logo_x=float(rng.uniform(-0.22, 0.22)),
         logo_y=float(rng.uniform(0.25, 0.65)),
         logo_size=float(rng.uniform(0.1, 0.18)),
-        top_rgb=(top := rgb()),
+        top_rgb=top,
         # the pattern's second tone is a darker shade, so a pattern has luminance contrast
         # (and so survives in infrared) whatever the colours are
         top_rgb2=tuple(float(c) * float(rng.uniform(0.15, 0.4)) for c in top),
-        bottom_rgb=rgb(),
-        hair_rgb=rgb(),
-        acc_rgb=rgb(),
+        bottom_rgb=bottom,
+        hair_rgb=hair,
+        acc_rgb=acc,
         skin_rgb=tuple(float(c) for c in rng.uniform([0.45, 0.3, 0.2], [0.95, 0.8, 0.7])),
-        logo_rgb=rgb(),
-        logo_heat=material(avoid=top_heat),
+        logo_rgb=logo,
+        logo_heat=material(logo, avoid=top_heat),
         top_heat=top_heat,
-        bottom_heat=material(),
-        hair_heat=float(rng.choice((0.2, 0.35, 0.5))),
-        acc_heat=material(),
+        bottom_heat=material(bottom),
+        hair_heat=0.15 + 0.4 * material(hair),
+        acc_heat=material(acc),
         skin_heat=0.95,
     )
 

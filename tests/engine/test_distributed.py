@@ -55,6 +55,7 @@ def overrides(root, out_dir):
         "model.mhga.heads=2",
         "train.epochs=1",
         f"train.max_steps_per_epoch={STEPS}",
+        "train.warmup_epochs=0",  # the reference below steps Adam at a constant rate
         "train.num_threads=1",
         f"train.output_dir={out_dir}",
         "train.run_name=ddp",

@@ -70,6 +70,8 @@ def run(tmp_path_factory):
         "model.embed_dim=32",
         "model.depth=2",
         "model.num_heads=2",
+        "model.se.layers=[0]",
+        "model.ca.heads=2",
         "model.mhga.enabled=true",
         "model.mhga.heads=2",
         "train.epochs=1",
