@@ -105,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         f"SE layers {list(base.model.se.layers)}, {torch.get_num_threads()} threads, "
         f"{args.rounds} rounds (median)"
     )
-    print(
-        f"{'':<10} {'train step (s)':>15} {'x baseline':>11} {'embed ms/img':>13} {'x base':>11}"
-    )
+    print(f"{'':<10} {'train step (s)':>15} {'x baseline':>11} {'embed ms/img':>13} {'x base':>11}")
     for name in [*models, "timm ViT"]:
         t = f"{med[name]:15.3f} {med[name] / med['baseline']:11.2f}" if name in med else " " * 27
         print(f"{name:<10} {t} {1e3 * emb[name]:13.3f} {emb[name] / emb['baseline']:11.2f}")
