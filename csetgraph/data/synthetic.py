@@ -103,7 +103,7 @@ def make_identity(pid: int, seed: int = 0) -> Identity:
         # Near-infrared reflectance of a dyed fabric is only partly tied to how bright the
         # dye looks: the level is drawn around the colour's luminance, then quantised.
         lum = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
-        target = 0.5 * lum + 0.5 * float(rng.uniform(0.2, 1.0))
+        target = 0.7 * lum + 0.3 * float(rng.uniform(0.2, 1.0))
         levels = [m for m in _MATERIALS if m != avoid]
         return float(min(levels, key=lambda m: abs(m - target)))
 
