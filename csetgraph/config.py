@@ -86,6 +86,7 @@ class MHGAConfig:
     learn_strengths: bool = False
     adjacency: str = "sequence"  # sequence (the paper's |pos_i - pos_j| = 1) | grid
     graph: str = "complete"  # complete (dense layer) | local (same + adjacent edges, sparse layer)
+    pair_graph: bool = False  # True: train on the 2N-token graph of each pair (see README)
 
 
 @dataclass

@@ -32,6 +32,7 @@ def model_kwargs(model_cfg: ModelConfig, img_size: tuple[int, int]) -> dict:
         mhga_learn_strengths=model_cfg.mhga.learn_strengths,
         mhga_adjacency=model_cfg.mhga.adjacency,
         mhga_graph=model_cfg.mhga.graph,
+        mhga_pair_graph=model_cfg.mhga.pair_graph,
     )
 
 

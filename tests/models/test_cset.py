@@ -172,3 +172,14 @@ def test_local_graph_uses_the_sparse_layer_and_runs():
     assert type(dense.mhga.conv).__name__ == "DenseMHGAConv"
     out = model(*pair())
     assert out["feat"].shape == (8, 2 * C)
+
+
+@pytest.mark.parametrize("pair_graph", [False, True])
+def test_pair_graph_decides_whether_an_image_sees_its_partner(pair_graph):
+    model = make(mhga_enabled=True, mhga_heads=2, mhga_pair_graph=pair_graph).eval()
+    vis, ir = pair()
+    feat = model(vis, ir)["feat"][:4]  # the visible rows
+    other = model(vis, torch.randn_like(ir))["feat"][:4]
+    assert torch.equal(feat, other) is not pair_graph
+    if not pair_graph:  # training features equal the inference features
+        torch.testing.assert_close(feat, model.forward_features(vis, "vis"))
