@@ -28,7 +28,7 @@ import random
 import re
 from pathlib import Path
 
-from csetgraph.data.records import DatasetLayoutError, Record
+from csetgraph.data.records import DatasetLayoutError, Record, read_id_line
 from csetgraph.data.regdb import TRAIN_SPLITS, VAL_FRACTION, hold_out_ids, read_list
 
 #: Test cameras of each modality, in the order the reference code walks them.
@@ -70,15 +70,7 @@ def read_test_ids(root: str | Path) -> list[int]:
             f"missing idx file {str(path)!r}; LLCM lists its test identities there as one "
             "comma-separated line"
         )
-    lines = path.read_text().splitlines()
-    if not lines or not lines[0].strip():
-        raise DatasetLayoutError(f"{str(path)!r} is empty; expected one comma-separated line")
-    try:
-        return [int(x) for x in lines[0].split(",") if x.strip()]
-    except ValueError as err:
-        raise DatasetLayoutError(
-            f"{str(path)!r}: expected comma-separated integers, got {lines[0][:80]!r}"
-        ) from err
+    return read_id_line(path)
 
 
 def _all_train_records(root: Path) -> list[Record]:

@@ -66,3 +66,16 @@ def relabel(records: list[Record]) -> tuple[list[Record], dict[int, int]]:
     """Map pids to 0..C-1 in sorted order (the same in every process) and apply the map."""
     mapping = {pid: i for i, pid in enumerate(sorted({r.pid for r in records}))}
     return [Record(r.path, mapping[r.pid], r.camid, r.modality) for r in records], mapping
+
+
+def read_id_line(path: Path) -> list[int]:
+    """Identities listed as one comma-separated line (SYSU-MM01 ``exp/``, LLCM ``idx/``)."""
+    lines = Path(path).read_text().splitlines()
+    if not lines or not lines[0].strip():
+        raise DatasetLayoutError(f"{str(path)!r} is empty; expected one comma-separated line")
+    try:
+        return [int(x) for x in lines[0].split(",") if x.strip()]
+    except ValueError as err:
+        raise DatasetLayoutError(
+            f"{str(path)!r}: expected comma-separated integers, got {lines[0][:80]!r}"
+        ) from err

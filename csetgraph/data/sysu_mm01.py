@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from csetgraph.data.records import DatasetLayoutError, Record
+from csetgraph.data.records import DatasetLayoutError, Record, read_id_line
 
 RGB_CAMERAS = (1, 2, 4, 5)
 IR_CAMERAS = (3, 6)
@@ -58,15 +58,7 @@ def read_ids(root: str | Path, split: str) -> list[int]:
             f"missing {str(path)!r}: SYSU-MM01 lists each split's identities in "
             "exp/{train,val,test}_id.txt as one comma-separated line"
         )
-    lines = path.read_text().splitlines()
-    if not lines or not lines[0].strip():
-        raise DatasetLayoutError(f"{str(path)!r} is empty; expected one comma-separated line")
-    try:
-        return [int(x) for x in lines[0].split(",") if x.strip()]
-    except ValueError as err:
-        raise DatasetLayoutError(
-            f"{str(path)!r}: expected comma-separated integers, got {lines[0][:80]!r}"
-        ) from err
+    return read_id_line(path)
 
 
 def _images(root: Path, camid: int, pid: int) -> list[Path]:
