@@ -22,6 +22,35 @@ from torch_geometric.utils import softmax
 _DEFAULT_STRENGTHS = (1.0, 0.7, 0.3)
 
 
+def _init_attention(
+    module: torch.nn.Module,
+    heads: int,
+    out_channels: int,
+    concat: bool,
+    strengths: Sequence[float],
+    learn: bool,
+    bias: bool,
+) -> None:
+    """The parameters both MHGA layers share: ``att_src``, ``att_dst``, ``strengths``, ``bias``."""
+    module.att_src = Parameter(torch.empty(1, heads, out_channels))
+    module.att_dst = Parameter(torch.empty(1, heads, out_channels))
+    _init_strengths(module, strengths, learn)
+    module._initial_strengths = tuple(float(s) for s in strengths)
+    if bias:
+        module.bias = Parameter(torch.empty(heads * out_channels if concat else out_channels))
+    else:
+        module.register_parameter("bias", None)
+
+
+def _reset_attention(module: torch.nn.Module) -> None:
+    """Glorot attention vectors, zero bias, the initial strengths restored."""
+    glorot(module.att_src)
+    glorot(module.att_dst)
+    zeros(module.bias)
+    with torch.no_grad():
+        module.strengths.copy_(torch.tensor(module._initial_strengths))
+
+
 def _init_strengths(module: torch.nn.Module, strengths: Sequence[float], learn: bool) -> None:
     values = torch.as_tensor(list(strengths), dtype=torch.float)
     if values.dim() != 1 or values.numel() < 1:
@@ -121,14 +150,7 @@ class MHGAConv(MessagePassing):
             self.lin_dst = Linear(
                 in_channels[1], heads * out_channels, False, weight_initializer="glorot"
             )
-        self.att_src = Parameter(torch.empty(1, heads, out_channels))
-        self.att_dst = Parameter(torch.empty(1, heads, out_channels))
-        _init_strengths(self, strengths, learn_strengths)
-        self._initial_strengths = tuple(float(s) for s in strengths)
-        if bias:
-            self.bias = Parameter(torch.empty(heads * out_channels if concat else out_channels))
-        else:
-            self.register_parameter("bias", None)
+        _init_attention(self, heads, out_channels, concat, strengths, learn_strengths, bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -137,11 +159,7 @@ class MHGAConv(MessagePassing):
         for lin in (self.lin, self.lin_src, self.lin_dst):
             if lin is not None:
                 lin.reset_parameters()
-        glorot(self.att_src)
-        glorot(self.att_dst)
-        zeros(self.bias)
-        with torch.no_grad():
-            self.strengths.copy_(torch.tensor(self._initial_strengths))
+        _reset_attention(self)
 
     def forward(
         self,
@@ -293,24 +311,13 @@ class DenseMHGAConv(torch.nn.Module):
         self.lin = Linear(
             in_channels, heads * out_channels, bias=False, weight_initializer="glorot"
         )
-        self.att_src = Parameter(torch.empty(1, heads, out_channels))
-        self.att_dst = Parameter(torch.empty(1, heads, out_channels))
-        _init_strengths(self, strengths, learn_strengths)
-        self._initial_strengths = tuple(float(s) for s in strengths)
-        if bias:
-            self.bias = Parameter(torch.empty(heads * out_channels if concat else out_channels))
-        else:
-            self.register_parameter("bias", None)
+        _init_attention(self, heads, out_channels, concat, strengths, learn_strengths, bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Re-initialise weights (Glorot), zero the bias and restore the initial strengths."""
         self.lin.reset_parameters()
-        glorot(self.att_src)
-        glorot(self.att_dst)
-        zeros(self.bias)
-        with torch.no_grad():
-            self.strengths.copy_(torch.tensor(self._initial_strengths))
+        _reset_attention(self)
 
     def forward(
         self,
