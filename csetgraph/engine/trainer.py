@@ -38,7 +38,6 @@ from csetgraph.engine.checkpoint import (
 from csetgraph.engine.runs import input_stats
 from csetgraph.losses import build_criterion
 from csetgraph.models import build_model
-from csetgraph.models.checkpoint import CheckpointError
 
 log = logging.getLogger("csetgraph")
 
@@ -361,12 +360,4 @@ def _setup_logging(path: Path) -> None:
     logger.propagate = False
 
 
-def check_config_matches(ckpt: dict, cfg: Config) -> None:
-    """Raise :class:`CheckpointError` when a checkpoint's model config differs from ``cfg``."""
-    saved = json.loads(ckpt.get("config", "{}")).get("model")
-    if saved is not None and saved != config_to_dict(cfg)["model"]:
-        diff = [k for k in saved if saved[k] != config_to_dict(cfg)["model"].get(k)]
-        raise CheckpointError(f"checkpoint was trained with other model settings: {diff}")
-
-
-__all__ = ["NonFiniteLossError", "check_config_matches", "evaluate_model", "train"]
+__all__ = ["NonFiniteLossError", "evaluate_model", "train"]
