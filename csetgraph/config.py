@@ -23,9 +23,7 @@ from typing import Any, Union
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the schema."""
+from csetgraph.errors import ConfigError
 
 
 @dataclass

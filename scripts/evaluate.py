@@ -25,13 +25,13 @@ from pathlib import Path
 from csetgraph.config import Config, ConfigError
 from csetgraph.data.records import DatasetLayoutError
 from csetgraph.engine.checkpoint import load_checkpoint
+from csetgraph.engine.distributed import resolve_device
 from csetgraph.engine.runs import (
     eval_transform,
     model_from_checkpoint,
     resolve_run_config,
     run_folder,
 )
-from csetgraph.engine.trainer import resolve_device
 from csetgraph.evaluation.protocols import evaluate_dataset, format_table, summarise
 from csetgraph.models import CheckpointError
 

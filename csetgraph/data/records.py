@@ -7,7 +7,11 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from csetgraph.errors import CorruptImageError, DatasetLayoutError
+
 MODALITIES = ("vis", "ir")
+# The one direction vocabulary: "<query>2<gallery>" in lower case, i = infrared, v = visible.
+DIRECTIONS = {"i2v": ("ir", "vis"), "v2i": ("vis", "ir")}
 
 
 @dataclass(frozen=True)
@@ -25,14 +29,6 @@ class Record:
     pid: int
     camid: int
     modality: str
-
-
-class CorruptImageError(OSError):
-    """An image file that cannot be decoded."""
-
-
-class DatasetLayoutError(FileNotFoundError):
-    """A data set folder that is missing or does not have the expected layout."""
 
 
 def load_image(path: str | Path) -> Image.Image:

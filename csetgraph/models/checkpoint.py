@@ -15,13 +15,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from csetgraph.errors import CheckpointError
+
 _WRAPPER_KEYS = ("state_dict", "model", "module", "model_state")
 _PREFIXES = ("module.", "model.", "backbone.", "base.", "encoder.", "vit.")
 _HEAD_PREFIXES = ("head.", "fc.", "classifier.", "head_dist.", "pre_logits.")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not fit the model."""
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
