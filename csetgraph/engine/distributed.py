@@ -57,3 +57,30 @@ def autocast_context(amp: str, device: torch.device):
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     return torch.autocast(device.type, dtype=dtype), scaler
+
+
+def setup_process(device_name: str) -> tuple[DistInfo, torch.device]:
+    """Resolve the device first, then join the process group with the backend that fits it.
+
+    Under ``torchrun`` on CUDA each process is pinned to ``cuda:LOCAL_RANK`` before anything
+    touches CUDA, and the group uses NCCL; on the CPU it uses gloo.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, DistInfo(world, 0, local_rank) if world > 1 else None)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return init_distributed(device.type), device
+
+
+def wrap_ddp(
+    model: torch.nn.Module, dist_info: DistInfo, device: torch.device, *, sync_bn: bool = False
+) -> torch.nn.Module:
+    """The module to train: ``model`` itself in one process, else DDP (optionally SyncBatchNorm)."""
+    if dist_info.world_size <= 1:
+        return model
+    if sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
