@@ -4,6 +4,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 ARGS ?=
+# Every install goes through the constraints, so pip keeps this machine's torch wheels and never
+# downloads another multi-GB torch to satisfy pyproject's ranges.
+PIP_INSTALL := $(PY) -m pip install -c constraints.txt
 
 .PHONY: train test lint format clean-venv
 
@@ -11,12 +14,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -e .
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PIP_INSTALL) -e .
 	touch $@
 
-$(DEV_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -e ".[dev]"
+$(DEV_STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PIP_INSTALL) -e ".[dev]"
 	touch $(STAMP) $@
 
 ## Install the package and train on the synthetic default (generated on first use).
