@@ -57,6 +57,8 @@ def overrides(root, out_dir):
         f"train.max_steps_per_epoch={STEPS}",
         "train.warmup_epochs=0",  # the reference below steps Adam at a constant rate
         "train.num_threads=1",
+        # Pinned: under "auto" a GPU machine would run this test on NCCL, not the gloo it checks.
+        "train.device=cpu",
         f"train.output_dir={out_dir}",
         "train.run_name=ddp",
         "eval.trials=1",
