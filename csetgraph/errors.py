@@ -59,6 +59,10 @@ class IndexMismatchError(UserError, ValueError):
     """A gallery index queried with features of another model or width."""
 
 
+class IndexFolderError(UserError, FileNotFoundError):
+    """A gallery-index or export folder that is missing or does not hold what was asked for."""
+
+
 class MissingDependencyError(UserError, ImportError):
     """An optional package that this command needs is not installed."""
 
@@ -91,9 +95,10 @@ def run_command(body: Callable[[], int | None], *, debug: bool = False, name: st
         logging.shutdown()
         print(f"{prefix}error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         if debug:
             raise
-        print(f"{prefix}interrupted", file=sys.stderr)
+        detail = f": {err}" if str(err) else ""  # e.g. where the last checkpoint is
+        print(f"{prefix}interrupted{detail}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0 if status is None else int(status)

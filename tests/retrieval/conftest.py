@@ -1,0 +1,43 @@
+"""Clustered unit-norm embeddings, like a re-id gallery: identities are tight clusters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _clustered(n: int, dim: int, clusters: int, seed: int, spread: float = 0.35) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    x = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _metadata(n: int, seed: int, cameras: int = 6) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [
+        {"path": f"g/{i}.jpg", "pid": int(i % 50), "camid": int(c), "modality": "vis"}
+        for i, c in enumerate(rng.integers(1, cameras + 1, n))
+    ]
+
+
+@pytest.fixture(scope="session")
+def gallery():
+    """4,000 items of width 64 in 200 clusters, with metadata and 100 queries."""
+    feats = _clustered(4000, 64, 200, seed=0)
+    rng = np.random.default_rng(1)
+    q = feats[rng.choice(len(feats), 100, replace=False)] + 0.3 * rng.standard_normal((100, 64))
+    queries = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    return feats, _metadata(len(feats), seed=2), queries
+
+
+@pytest.fixture(scope="session")
+def clustered():
+    """``clustered(n, dim, clusters, seed)``: unit rows drawn around ``clusters`` centres."""
+    return _clustered
+
+
+@pytest.fixture(scope="session")
+def metadata():
+    """``metadata(n, seed)``: path, pid, camid (1-6) and modality per gallery item."""
+    return _metadata
