@@ -7,11 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from csetgraph.config import DataConfig
-from csetgraph.data.records import DatasetLayoutError, Record, check_images, relabel
+from csetgraph.data import get_dataset
+from csetgraph.data.records import (
+    DatasetLayoutError,
+    Record,
+    check_images,
+    relabel,
+    warn_small_images,
+)
 
 log = logging.getLogger(__name__)
-
-DATASETS = ("sysu_mm01", "regdb", "llcm")
 
 
 @dataclass
@@ -24,6 +29,20 @@ class TrainData:
     pid_map: dict[int, int]
 
 
+def synthetic_params(cfg: DataConfig) -> dict:
+    """The keyword arguments of the table's ``generate`` for ``data.synthetic``."""
+    syn = cfg.synthetic
+    return dict(
+        num_train_ids=syn.num_train_ids,
+        num_val_ids=syn.num_val_ids,
+        num_test_ids=syn.num_test_ids,
+        images_per_camera=syn.images_per_camera,
+        height=syn.height,
+        width=syn.width,
+        seed=syn.seed,
+    )
+
+
 def ensure_dataset(cfg: DataConfig, progress: bool = True) -> Path:
     """Return ``data.root``, generating the synthetic data set there first if it is missing.
 
@@ -31,60 +50,33 @@ def ensure_dataset(cfg: DataConfig, progress: bool = True) -> Path:
     hold a complete data set yet; a real data set is never touched.
     """
     root = Path(cfg.root)
-    if cfg.dataset not in DATASETS:
-        raise ValueError(f"data.dataset must be one of {DATASETS}, got {cfg.dataset!r}")
-    syn = cfg.synthetic
+    ds = get_dataset(cfg.dataset)
     marker = {"sysu_mm01": "exp/test_id.txt", "regdb": "idx", "llcm": "idx/test_id.txt"}
-    if syn.enabled and not (root / marker[cfg.dataset]).exists():
-        from csetgraph.data import synthetic
-
-        kwargs = dict(
-            num_train_ids=syn.num_train_ids,
-            num_val_ids=syn.num_val_ids,
-            num_test_ids=syn.num_test_ids,
-            images_per_camera=syn.images_per_camera,
-            height=syn.height,
-            width=syn.width,
-            seed=syn.seed,
-            progress=progress,
-        )
-        if cfg.dataset == "sysu_mm01":
-            synthetic.generate_sysu_mm01(root, **kwargs)
-        else:
-            writer = getattr(synthetic, f"generate_{cfg.dataset}", None)
-            if writer is None:
-                raise DatasetLayoutError(f"no synthetic generator for {cfg.dataset}")
-            writer(root, **kwargs)
-    if not root.exists():
-        raise DatasetLayoutError(
-            f"data set folder {str(root)!r} does not exist; set data.root to your copy of "
-            f"{cfg.dataset}, or data.synthetic.enabled=true to generate a synthetic one"
-        )
+    if cfg.synthetic.enabled and not (root / marker[cfg.dataset]).exists():
+        ds.generate(root, **synthetic_params(cfg), progress=progress)
+    ds.check_root(root)
     return root
 
 
 def train_records(cfg: DataConfig) -> list[Record]:
     """The raw (not relabelled) training records of the configured data set."""
-    if cfg.dataset == "sysu_mm01":
-        from csetgraph.data.sysu_mm01 import train_records as read
-
-        return read(cfg.root, cfg.train_split)
-    if cfg.dataset == "regdb":
-        from csetgraph.data.regdb import train_records as read
-
-        return read(cfg.root, cfg.trial, cfg.train_split)
-    from csetgraph.data.llcm import train_records as read
-
-    return read(cfg.root, cfg.train_split)
+    ds = get_dataset(cfg.dataset)
+    return ds.train_records(cfg.root, split=cfg.train_split, trial=cfg.trial)
 
 
-def build_train_data(cfg: DataConfig) -> TrainData:
-    """Read, optionally check, and relabel the training records."""
+def build_train_data(cfg: DataConfig, *, min_side: int = 16) -> TrainData:
+    """Read, check, and relabel the training records.
+
+    Unreadable images are skipped (and counted) with ``data.skip_corrupt``; images smaller
+    than ``min_side`` pixels (one patch: the trainer passes the model's patch size) are
+    counted in a warning.
+    """
     records = train_records(cfg)
     if cfg.skip_corrupt:
         records, bad = check_images(records)
         if bad:
             log.warning("skipped %d unreadable images, e.g. %s", len(bad), bad[0])
+    warn_small_images(records, min_side)
     records, pid_map = relabel(records)
     vis = [r for r in records if r.modality == "vis"]
     ir = [r for r in records if r.modality == "ir"]

@@ -28,8 +28,30 @@ import random
 import re
 from pathlib import Path
 
-from csetgraph.data.records import DatasetLayoutError, Record, read_id_line
+from csetgraph.data import synthetic
+from csetgraph.data.records import (
+    DIRECTIONS as DIRECTION_MODALITIES,
+)
+from csetgraph.data.records import (
+    DatasetLayoutError,
+    IdFileError,
+    Record,
+    check_layout,
+    check_listed_files,
+    read_id_file,
+)
 from csetgraph.data.regdb import TRAIN_SPLITS, VAL_FRACTION, hold_out_ids, read_list
+
+#: The data-set table's entries (see :mod:`csetgraph.data`).
+NAME = "LLCM"
+PROTOCOL = "llcm"
+DIRECTIONS = ("i2v", "v2i")
+REQUIRED = ("idx", "test_vis", "test_nir")
+EXPECTED = (
+    "root/idx/{train_vis,train_nir,test_id}.txt and root/test_{vis,nir}/cam<c>/<pid:04d>/*.jpg"
+)
+#: Splits of :func:`all_records`.
+SPLITS = ("train", "val", "test")
 
 #: Test cameras of each modality, in the order the reference code walks them.
 TEST_CAMERAS = {"vis": (1, 2, 3, 4, 5, 6, 7, 8, 9), "ir": (1, 2, 4, 5, 6, 7, 8, 9)}
@@ -39,22 +61,9 @@ VAL_SEED = 0
 _CAM = re.compile(r"(?:^|/)cam(\d+)(?:/|$)")
 
 
-def _check_root(root: str | Path) -> Path:
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetLayoutError(
-            f"LLCM folder {str(root)!r} does not exist. Point data.root at the folder that "
-            "holds idx/, test_vis/ and test_nir/, or leave data.synthetic.enabled=true to "
-            "generate a synthetic data set there."
-        )
-    missing = [d for d in ("idx", "test_vis", "test_nir") if not (root / d).is_dir()]
-    if missing:
-        raise DatasetLayoutError(
-            f"{str(root)!r} does not have the LLCM layout: missing {', '.join(missing)}. "
-            "Expected root/idx/{train_vis,train_nir,test_id}.txt and "
-            "root/test_{vis,nir}/cam<c>/<pid:04d>/*.jpg."
-        )
-    return root
+def check_root(root: str | Path) -> Path:
+    """``root`` as a Path if it has the LLCM layout (else :class:`DatasetLayoutError`)."""
+    return check_layout(root, NAME, REQUIRED, EXPECTED)
 
 
 def _camid(rel: str) -> int:
@@ -64,42 +73,47 @@ def _camid(rel: str) -> int:
 
 def read_test_ids(root: str | Path) -> list[int]:
     """The test identities from ``idx/test_id.txt`` (one comma-separated line)."""
-    path = _check_root(root) / "idx" / "test_id.txt"
+    path = check_root(root) / "idx" / "test_id.txt"
     if not path.is_file():
-        raise DatasetLayoutError(
+        raise IdFileError(
             f"missing idx file {str(path)!r}; LLCM lists its test identities there as one "
             "comma-separated line"
         )
-    return read_id_line(path)
+    return read_id_file(path)
 
 
 def _all_train_records(root: Path) -> list[Record]:
     records = []
     for name, modality in (("train_vis.txt", "vis"), ("train_nir.txt", "ir")):
-        records.extend(
+        listing = root / "idx" / name
+        listed = [
             Record(str(root / rel), label, _camid(rel), modality)
-            for rel, label in read_list(root / "idx" / name)
-        )
+            for rel, label in read_list(listing)
+        ]
+        check_listed_files(listed, listing)
+        records.extend(listed)
     return records
 
 
 def val_ids(root: str | Path) -> list[int]:
     """The training identities held out for model selection (seeded, fixed)."""
-    records = _all_train_records(_check_root(root))
+    records = _all_train_records(check_root(root))
     return hold_out_ids([r.pid for r in records], VAL_FRACTION, seed=VAL_SEED)
 
 
-def train_records(root: str | Path, split: str = "train+val") -> list[Record]:
+def train_records(root: str | Path, split: str = "train+val", trial: int = 1) -> list[Record]:
     """The training images of both modalities (visible first), pids as labelled.
 
     Args:
         root: the LLCM folder.
         split: ``"train+val"`` (all 713 training ids, for comparable numbers), ``"train"``
             (without the held-out validation ids of :func:`val_ids`) or ``"val"``.
+        trial: unused (LLCM has one training split); accepted so that every reader of the
+            data-set table is called the same way.
     """
     if split not in TRAIN_SPLITS:
         raise ValueError(f"training split must be one of {TRAIN_SPLITS}, got {split!r}")
-    records = _all_train_records(_check_root(root))
+    records = _all_train_records(check_root(root))
     if split != "train+val":
         held = set(hold_out_ids([r.pid for r in records], VAL_FRACTION, seed=VAL_SEED))
         records = [r for r in records if (r.pid in held) == (split == "val")]
@@ -117,7 +131,7 @@ def test_records(root: str | Path, modality: str, split: str = "test") -> list[R
         raise ValueError(f"modality must be 'vis' or 'ir', got {modality!r}")
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
-    root = _check_root(root)
+    root = check_root(root)
     if split == "val":
         records = [r for r in train_records(root, "val") if r.modality == modality]
         return sorted(records, key=lambda r: (r.pid, r.camid, r.path))
@@ -153,7 +167,12 @@ def sample_gallery(records: list[Record], trial: int) -> list[Record]:
 
 
 def test_split(
-    root: str | Path, query_modality: str = "ir", trial: int = 0, split: str = "test"
+    root: str | Path,
+    query_modality: str = "ir",
+    trial: int = 0,
+    split: str = "test",
+    *,
+    direction: str | None = None,
 ) -> tuple[list[Record], list[Record]]:
     """Query and gallery of one LLCM trial.
 
@@ -161,9 +180,17 @@ def test_split(
     Gallery: :func:`sample_gallery` of the other modality's images with seed ``trial``
     (0-9 in the reference protocol).
 
+    Args:
+        direction: ``"i2v"`` or ``"v2i"`` (the data-set table's vocabulary); when given it
+            sets the query modality instead of ``query_modality``.
+
     Returns:
         ``(query, gallery)`` lists of :class:`Record`.
     """
+    if direction is not None:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        query_modality = DIRECTION_MODALITIES[direction][0]
     if query_modality not in TEST_CAMERAS:
         raise ValueError(f"query_modality must be 'vis' or 'ir', got {query_modality!r}")
     other = "vis" if query_modality == "ir" else "ir"
@@ -176,3 +203,33 @@ def test_split(
             f"protocol needs both (expected files like test_{_FOLDER[empty]}/cam1/0001/*.jpg)"
         )
     return query, gallery
+
+
+def eval_trials(num_trials: int, data_trial: int = 1) -> list[int]:
+    """The trials one evaluation runs: gallery draws ``0 .. num_trials - 1``."""
+    return list(range(num_trials))
+
+
+def all_records(root: str | Path, split: str = "test", trial: int = 1) -> dict[str, list[Record]]:
+    """Every image of one split, per modality: ``{"vis": [...], "ir": [...]}``.
+
+    ``"test"`` and ``"val"`` in :func:`test_records` order; ``"train"``: the training
+    identities without the held-out ones, in idx-file order. ``trial`` is unused.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split == "train":
+        records = train_records(root, "train")
+        return {m: [r for r in records if r.modality == m] for m in ("vis", "ir")}
+    return {m: test_records(root, m, split) for m in ("vis", "ir")}
+
+
+def index_files(root: str | Path) -> list[Path]:
+    """The idx files (for the data set's fingerprint)."""
+    folder = Path(root) / "idx"
+    return sorted(p for p in folder.glob("*.txt") if p.is_file()) if folder.is_dir() else []
+
+
+def generate(root: str | Path, **params) -> Path:
+    """A synthetic data set in this layout: :func:`csetgraph.data.synthetic.generate_llcm`."""
+    return synthetic.generate_llcm(root, **params)

@@ -1,13 +1,25 @@
-"""The record every reader returns, and image loading with errors that name the file."""
+"""What every reader shares: the record, image loading, layout checks and id/idx files.
+
+Errors name the file and the fix: :class:`~csetgraph.errors.DatasetLayoutError` for a folder
+that is missing or not in the expected layout, :class:`~csetgraph.errors.IdFileError` for an
+id or idx file that cannot be read or lists images that do not exist, and
+:class:`~csetgraph.errors.CorruptImageError` for an image that cannot be decoded.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from csetgraph.errors import CorruptImageError, DatasetLayoutError
+from csetgraph.errors import CorruptImageError, DatasetLayoutError, IdFileError
+
+log = logging.getLogger(__name__)
 
 MODALITIES = ("vis", "ir")
 # The one direction vocabulary: "<query>2<gallery>" in lower case, i = infrared, v = visible.
@@ -64,14 +76,121 @@ def relabel(records: list[Record]) -> tuple[list[Record], dict[int, int]]:
     return [Record(r.path, mapping[r.pid], r.camid, r.modality) for r in records], mapping
 
 
-def read_id_line(path: Path) -> list[int]:
-    """Identities listed as one comma-separated line (SYSU-MM01 ``exp/``, LLCM ``idx/``)."""
-    lines = Path(path).read_text().splitlines()
-    if not lines or not lines[0].strip():
-        raise DatasetLayoutError(f"{str(path)!r} is empty; expected one comma-separated line")
-    try:
-        return [int(x) for x in lines[0].split(",") if x.strip()]
-    except ValueError as err:
+def check_layout(root: str | Path, name: str, required: Sequence[str], expected: str) -> Path:
+    """``root`` as a :class:`Path` if it is a folder holding every sub-folder of ``required``.
+
+    The one root check of every reader (each data-set module's ``check_root`` calls it).
+
+    Args:
+        root: the data-set folder (``data.root``).
+        name: the data set's display name, for messages (``"SYSU-MM01"``).
+        required: sub-folders that must exist, in the order they are reported.
+        expected: the layout in a few words, for messages.
+
+    Raises:
+        DatasetLayoutError: ``root`` does not exist, or sub-folders are missing (all named).
+    """
+    root = Path(root)
+    if not root.is_dir():
         raise DatasetLayoutError(
-            f"{str(path)!r}: expected comma-separated integers, got {lines[0][:80]!r}"
-        ) from err
+            f"{name} folder {str(root)!r} does not exist. Point data.root at the folder that "
+            f"holds {', '.join(required)} (expected: {expected}), or set "
+            "data.synthetic.enabled=true to generate a synthetic data set there."
+        )
+    missing = [d for d in required if not (root / d).is_dir()]
+    if missing:
+        raise DatasetLayoutError(
+            f"{str(root)!r} does not have the {name} layout: missing {', '.join(missing)}. "
+            f"Expected {expected}."
+        )
+    return root
+
+
+def read_id_file(path: str | Path) -> list[int]:
+    """The identities an id file lists (SYSU-MM01 ``exp/*_id.txt``, LLCM ``idx/test_id.txt``).
+
+    The data sets write one comma-separated line; a file with one id per line (or several
+    comma-separated lines) is read whole, never just its first line. Blank lines are skipped.
+
+    Raises:
+        IdFileError: the file is empty, holds something other than integers (named with its
+            line number), or lists an id twice.
+    """
+    path = Path(path)
+    ids: list[int] = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            ids.extend(int(x) for x in line.split(",") if x.strip())
+        except ValueError:
+            raise IdFileError(
+                f"{str(path)!r} line {number}: expected comma-separated integers, got "
+                f"{line[:80]!r}; an id file lists identities as 1,2,3 (one line) or one per line"
+            ) from None
+    if not ids:
+        raise IdFileError(f"{str(path)!r} is empty; expected comma-separated identities (1,2,3)")
+    twice = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if twice:
+        raise IdFileError(
+            f"{str(path)!r} lists identities more than once: {twice[:5]}; each identity "
+            "belongs in one place of one split"
+        )
+    return ids
+
+
+def check_listed_files(records: Sequence[Record], listing: str | Path, show: int = 5) -> None:
+    """Raise :class:`IdFileError` if images that ``listing`` (an idx file) names do not exist.
+
+    Checked when the data set is read, so a wrong path fails at start-up, not mid-epoch.
+    The message names the first ``show`` missing files, then how many more there are.
+    """
+    missing = [r.path for r in records if not os.path.isfile(r.path)]
+    if not missing:
+        return
+    more = f", and {len(missing) - show} more" if len(missing) > show else ""
+    raise IdFileError(
+        f"{str(listing)!r} lists {len(missing)} of {len(records)} images that do not exist: "
+        f"{', '.join(repr(p) for p in missing[:show])}{more}. Its paths are relative to "
+        "data.root: check that data.root is the data set's top folder and the copy is complete."
+    )
+
+
+def small_images(records: Sequence[Record], min_side: int) -> list[tuple[str, int, int]]:
+    """``(path, width, height)`` of the images narrower or lower than ``min_side`` pixels.
+
+    Reads only the image headers (fast). Unreadable images are left to :func:`load_image`
+    and :func:`check_images`, which name them.
+    """
+    small = []
+    for rec in records:
+        try:
+            with Image.open(rec.path) as img:
+                width, height = img.size
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            continue
+        if min(width, height) < min_side:
+            small.append((rec.path, width, height))
+    return small
+
+
+def warn_small_images(records: Sequence[Record], min_side: int) -> int:
+    """Log a warning with a count if images are smaller than ``min_side`` (one patch).
+
+    Such an image is stretched to the input size and carries almost nothing the model can
+    learn from; a few are harmless, many mean a broken copy. Returns how many there are.
+    """
+    small = small_images(records, min_side)
+    if small:
+        path, width, height = small[0]
+        log.warning(
+            "%d of %d images are smaller than one %dx%d patch (e.g. %s, %dx%d pixels); they "
+            "are stretched to the input size and carry almost no information: check the "
+            "data set copy, or remove them",
+            len(small),
+            len(records),
+            min_side,
+            min_side,
+            path,
+            width,
+            height,
+        )
+    return len(small)

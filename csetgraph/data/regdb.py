@@ -27,15 +27,31 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from csetgraph.data.records import DatasetLayoutError, Record
+from csetgraph.data import synthetic
+from csetgraph.data.records import (
+    DatasetLayoutError,
+    IdFileError,
+    Record,
+    check_layout,
+    check_listed_files,
+)
 
+#: The data-set table's entries (see :mod:`csetgraph.data`).
+NAME = "RegDB"
+PROTOCOL = "regdb"
+DIRECTIONS = ("v2i", "i2v")
+REQUIRED = ("Visible", "Thermal", "idx")
+EXPECTED = (
+    "root/Visible/..., root/Thermal/... and root/idx/{train,test}_{visible,thermal}_{1..10}.txt"
+)
+#: Splits of :func:`all_records`.
+SPLITS = ("train", "val", "test")
 VISIBLE_CAMERA = 1
 THERMAL_CAMERA = 2
 #: Share of the training identities held out for model selection.
 VAL_FRACTION = 0.2
 #: Training splits the readers accept.
 TRAIN_SPLITS = ("train+val", "train", "val")
-DIRECTIONS = ("v2i", "i2v")
 
 
 def hold_out_ids(pids: Sequence[int], fraction: float = VAL_FRACTION, seed: int = 0) -> list[int]:
@@ -60,34 +76,21 @@ def hold_out_ids(pids: Sequence[int], fraction: float = VAL_FRACTION, seed: int 
     return sorted(random.Random(seed).sample(distinct, k))
 
 
-def _check_root(root: str | Path) -> Path:
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetLayoutError(
-            f"RegDB folder {str(root)!r} does not exist. Point data.root at the folder that "
-            "holds Visible/, Thermal/ and idx/, or leave data.synthetic.enabled=true to "
-            "generate a synthetic data set there."
-        )
-    missing = [d for d in ("Visible", "Thermal", "idx") if not (root / d).is_dir()]
-    if missing:
-        raise DatasetLayoutError(
-            f"{str(root)!r} does not have the RegDB layout: missing {', '.join(missing)}. "
-            "Expected root/Visible/..., root/Thermal/... and "
-            "root/idx/{train,test}_{visible,thermal}_{1..10}.txt."
-        )
-    return root
+def check_root(root: str | Path) -> Path:
+    """``root`` as a Path if it has the RegDB layout (else :class:`DatasetLayoutError`)."""
+    return check_layout(root, NAME, REQUIRED, EXPECTED)
 
 
 def read_list(path: str | Path) -> list[tuple[str, int]]:
     """Parse an idx file: ``(relative path, label)`` for each non-empty line.
 
     Raises:
-        DatasetLayoutError: the file is missing, empty, or has a malformed line (named with
+        IdFileError: the file is missing, empty, or has a malformed line (named with
             its line number).
     """
     path = Path(path)
     if not path.is_file():
-        raise DatasetLayoutError(
+        raise IdFileError(
             f"missing idx file {str(path)!r}; expected lines 'relative/path label' "
             "(RegDB: idx/{train,test}_{visible,thermal}_{t}.txt for trials t = 1..10; "
             "LLCM: idx/train_vis.txt and idx/train_nir.txt)"
@@ -102,11 +105,11 @@ def read_list(path: str | Path) -> list[tuple[str, int]]:
                 raise ValueError
             entries.append((parts[0], int(parts[1])))
         except ValueError:
-            raise DatasetLayoutError(
+            raise IdFileError(
                 f"{str(path)!r} line {number}: expected 'relative/path label', got {line[:80]!r}"
             ) from None
     if not entries:
-        raise DatasetLayoutError(f"idx file {str(path)!r} is empty")
+        raise IdFileError(f"idx file {str(path)!r} is empty; expected lines 'relative/path label'")
     return entries
 
 
@@ -119,25 +122,30 @@ def _records(root: Path, split: str, trial: int) -> tuple[list[Record], list[Rec
     ):
         path = root / "idx" / f"{split}_{name}_{trial}.txt"
         if not path.is_file():
-            raise DatasetLayoutError(
+            raise IdFileError(
                 f"missing idx file {str(path)!r} (RegDB trial {trial}); RegDB has trials 1-10 "
                 "with idx/{train,test}_{visible,thermal}_{t}.txt each; set data.trial to one "
                 "of them"
             )
-        out.append(
-            [Record(str(root / rel), label, camid, modality) for rel, label in read_list(path)]
-        )
+        records = [
+            Record(str(root / rel), label, camid, modality) for rel, label in read_list(path)
+        ]
+        check_listed_files(records, path)
+        out.append(records)
     return out[0], out[1]
 
 
 def val_ids(root: str | Path, trial: int) -> list[int]:
     """The training identities of ``trial`` held out for model selection (seeded by the trial)."""
-    vis, ir = _records(_check_root(root), "train", trial)
+    vis, ir = _records(check_root(root), "train", trial)
     return hold_out_ids([r.pid for r in vis + ir], VAL_FRACTION, seed=trial)
 
 
 def train_records(root: str | Path, trial: int = 1, split: str = "train+val") -> list[Record]:
     """The training images of ``trial``, both modalities (visible first), pids as labelled.
+
+    Call it with keywords (``train_records(root, split=..., trial=...)``), as the data-set
+    table does: the positional order (``trial`` first) is kept for older callers.
 
     Args:
         root: the RegDB folder.
@@ -147,7 +155,7 @@ def train_records(root: str | Path, trial: int = 1, split: str = "train+val") ->
     """
     if split not in TRAIN_SPLITS:
         raise ValueError(f"training split must be one of {TRAIN_SPLITS}, got {split!r}")
-    root = _check_root(root)
+    root = check_root(root)
     vis, ir = _records(root, "train", trial)
     records = vis + ir
     if split != "train+val":
@@ -169,7 +177,7 @@ def test_records(
     """
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
-    root = _check_root(root)
+    root = check_root(root)
     if split == "test":
         vis, ir = _records(root, "test", trial)
     else:
@@ -192,3 +200,37 @@ def test_split(
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     vis, ir = test_records(root, trial, split)
     return (vis, ir) if direction == "v2i" else (ir, vis)
+
+
+def eval_trials(num_trials: int, data_trial: int = 1) -> list[int]:
+    """The trials one evaluation runs: only the model's own split ``data_trial`` (1-10).
+
+    RegDB trains one model per trial; the ten runs' results are averaged afterwards.
+    """
+    return [data_trial]
+
+
+def all_records(root: str | Path, split: str = "test", trial: int = 1) -> dict[str, list[Record]]:
+    """Every image of one split of ``trial``, per modality: ``{"vis": [...], "ir": [...]}``.
+
+    ``"test"``: the trial's test lists; ``"val"``: the held-out training identities;
+    ``"train"``: the other training identities. Idx-file order.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split == "train":
+        records = train_records(root, trial, "train")
+        return {m: [r for r in records if r.modality == m] for m in ("vis", "ir")}
+    vis, ir = test_records(root, trial, split)
+    return {"vis": vis, "ir": ir}
+
+
+def index_files(root: str | Path) -> list[Path]:
+    """The idx files of all ten trials (for the data set's fingerprint)."""
+    folder = Path(root) / "idx"
+    return sorted(p for p in folder.glob("*.txt") if p.is_file()) if folder.is_dir() else []
+
+
+def generate(root: str | Path, **params) -> Path:
+    """A synthetic data set in this layout: :func:`csetgraph.data.synthetic.generate_regdb`."""
+    return synthetic.generate_regdb(root, **params)

@@ -15,8 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from csetgraph.data.records import DatasetLayoutError, Record, read_id_line
+from csetgraph.data import synthetic
+from csetgraph.data.records import DatasetLayoutError, Record, check_layout, read_id_file
 
+#: The data-set table's entries (see :mod:`csetgraph.data`).
+NAME = "SYSU-MM01"
+PROTOCOL = "sysu"
+DIRECTIONS = ("i2v",)
+REQUIRED = ("cam1", "cam2", "cam3", "cam4", "cam5", "cam6", "exp")
+EXPECTED = "root/cam1 ... cam6/<pid:04d>/<n:04d>.jpg and root/exp/{train,val,test}_id.txt"
 RGB_CAMERAS = (1, 2, 4, 5)
 IR_CAMERAS = (3, 6)
 #: Gallery cameras of the two search modes.
@@ -27,38 +34,23 @@ GALLERY_MODES = ("random", "official")
 PERM_FILE = "rand_perm_cam.mat"
 
 
-def _check_root(root: str | Path) -> Path:
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetLayoutError(
-            f"SYSU-MM01 folder {str(root)!r} does not exist. Point data.root at the folder that "
-            "holds cam1 ... cam6 and exp/ (the raw SYSU-MM01 layout), or leave "
-            "data.synthetic.enabled=true to generate a synthetic data set there."
-        )
-    missing = [f"cam{c}" for c in range(1, 7) if not (root / f"cam{c}").is_dir()]
-    if not (root / "exp").is_dir():
-        missing.append("exp")
-    if missing:
-        raise DatasetLayoutError(
-            f"{str(root)!r} does not have the SYSU-MM01 layout: missing {', '.join(missing)}. "
-            "Expected root/cam1 ... cam6/<pid:04d>/<n:04d>.jpg and "
-            "root/exp/{train,val,test}_id.txt."
-        )
-    return root
+def check_root(root: str | Path) -> Path:
+    """``root`` as a Path if it has the SYSU-MM01 layout (else :class:`DatasetLayoutError`)."""
+    return check_layout(root, NAME, REQUIRED, EXPECTED)
 
 
 def read_ids(root: str | Path, split: str) -> list[int]:
     """The identities of ``split`` (``train``, ``val`` or ``test``) from ``exp/{split}_id.txt``."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    root = _check_root(root)
+    root = check_root(root)
     path = root / "exp" / f"{split}_id.txt"
     if not path.is_file():
         raise DatasetLayoutError(
             f"missing {str(path)!r}: SYSU-MM01 lists each split's identities in "
             "exp/{train,val,test}_id.txt as one comma-separated line"
         )
-    return read_id_line(path)
+    return read_id_file(path)
 
 
 def _images(root: Path, camid: int, pid: int) -> list[Path]:
@@ -68,24 +60,32 @@ def _images(root: Path, camid: int, pid: int) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file())
 
 
-def train_records(root: str | Path, split: str = "train+val") -> list[Record]:
+def _split_records(root: Path, pids: list[int], cameras) -> list[Record]:
+    """Every image of ``pids`` (sorted) in ``cameras`` (in order), files sorted."""
+    return [
+        Record(str(p), pid, camid, "ir" if camid in IR_CAMERAS else "vis")
+        for pid in sorted(pids)
+        for camid in cameras
+        for p in _images(root, camid, pid)
+    ]
+
+
+def train_records(root: str | Path, split: str = "train+val", trial: int = 1) -> list[Record]:
     """All images of the training identities, pids as in the data set (not relabelled).
 
     Args:
         root: the SYSU-MM01 folder.
         split: ``"train+val"`` (395 ids; for numbers comparable with published ones) or
             ``"train"`` (296 ids; select models on ``"val"``), or ``"val"``.
+        trial: unused (SYSU-MM01 has one training split); accepted so that every reader of
+            the data-set table is called the same way.
     """
-    root = _check_root(root)
+    root = check_root(root)
     parts = split.split("+")
     if any(p not in ("train", "val") for p in parts):
         raise ValueError(f"training split must be 'train', 'val' or 'train+val', got {split!r}")
     pids = sorted({pid for p in parts for pid in read_ids(root, p)})
-    records = []
-    for pid in pids:
-        for camid in range(1, 7):
-            modality = "ir" if camid in IR_CAMERAS else "vis"
-            records.extend(Record(str(p), pid, camid, modality) for p in _images(root, camid, pid))
+    records = _split_records(root, pids, range(1, 7))
     if not records:
         raise DatasetLayoutError(
             f"no images found for the {split} identities under {str(root)!r}; expected files "
@@ -177,6 +177,8 @@ def test_split(
     split: str = "test",
     gallery: str = "random",
     perm: list[list[np.ndarray]] | None = None,
+    *,
+    direction: str = "i2v",
 ) -> tuple[list[Record], list[Record]]:
     """The query and gallery of one SYSU-MM01 evaluation trial.
 
@@ -201,17 +203,22 @@ def test_split(
         gallery: ``"random"`` (the seeded draw) or ``"official"``.
         perm: the already loaded permutations (``load_rand_perm``), to read the file once
             for many trials; default: read it from the data set folder.
+        direction: ``"i2v"``, the protocol's only direction (for the data-set table).
 
     Returns:
         ``(query, gallery)`` lists of :class:`Record`.
     """
+    if direction not in DIRECTIONS:
+        raise ValueError(
+            f"the SYSU-MM01 protocol has infrared queries only: use i2v, got {direction!r}"
+        )
     if mode not in MODE_CAMERAS:
         raise ValueError(f"mode must be 'all' or 'indoor', got {mode!r}")
     if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
         raise ValueError(f"shots must be a positive integer (1 or 10), got {shots!r}")
     if gallery not in GALLERY_MODES:
         raise ValueError(f"gallery must be one of {GALLERY_MODES}, got {gallery!r}")
-    root = _check_root(root)
+    root = check_root(root)
     if gallery == "official" and perm is None:
         path = official_perm_path(root)
         if path is None:
@@ -222,12 +229,7 @@ def test_split(
             )
         perm = load_rand_perm(path)
     pids = sorted(read_ids(root, split))
-    query = [
-        Record(str(p), pid, camid, "ir")
-        for pid in pids
-        for camid in IR_CAMERAS
-        for p in _images(root, camid, pid)
-    ]
+    query = _split_records(root, pids, IR_CAMERAS)
     # A private generator seeded like the community code's global random.seed(trial):
     # the same draws, without touching the caller's random state.
     rng = random.Random(trial)
@@ -250,3 +252,32 @@ def test_split(
             f"{'infrared' if not query else 'visible'} images"
         )
     return query, records
+
+
+def eval_trials(num_trials: int, data_trial: int = 1) -> list[int]:
+    """The trials one evaluation runs: gallery draws ``0 .. num_trials - 1``."""
+    return list(range(num_trials))
+
+
+def all_records(root: str | Path, split: str = "test", trial: int = 1) -> dict[str, list[Record]]:
+    """Every image of the ``split`` identities, per modality: ``{"vis": [...], "ir": [...]}``.
+
+    All six cameras (not one gallery draw), ids sorted, cameras in order, files sorted.
+    ``split`` is ``"train"``, ``"val"`` or ``"test"``; ``trial`` is unused.
+    """
+    root = check_root(root)
+    records = _split_records(root, read_ids(root, split), range(1, 7))
+    return {m: [r for r in records if r.modality == m] for m in ("vis", "ir")}
+
+
+def index_files(root: str | Path) -> list[Path]:
+    """The files besides the images that define the data set (for its fingerprint)."""
+    root = Path(root)
+    files = [root / "exp" / f"{s}_id.txt" for s in SPLITS]
+    perm = official_perm_path(root)
+    return [p for p in files if p.is_file()] + ([perm] if perm else [])
+
+
+def generate(root: str | Path, **params) -> Path:
+    """A synthetic data set in this layout: :func:`csetgraph.data.synthetic.generate_sysu_mm01`."""
+    return synthetic.generate_sysu_mm01(root, **params)
