@@ -24,6 +24,8 @@ from csetgraph.engine.distributed import (
 from csetgraph.errors import ConfigError
 from csetgraph.models import build_model
 
+# 32 patches of 16x16: enough for the default token-exchange ratio to exchange some.
+IMG_SIZE = (128, 64)
 TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 
 
@@ -200,7 +202,7 @@ def tiny_model() -> nn.Module:
     cfg = load_config(None, [*overrides, "model.ca.heads=2", "model.se.layers=[0]"])
     cfg.model.pretrained = ""
     torch.manual_seed(0)
-    return build_model(cfg.model, 4, (32, 16))
+    return build_model(cfg.model, 4, IMG_SIZE)
 
 
 def batchnorms(model: nn.Module) -> dict[str, nn.Module]:
@@ -227,9 +229,9 @@ def test_sync_bn_under_ddp_converts_every_batchnorm_and_keeps_its_tensors(monkey
     old = batchnorms(model)
     params_before = list(model.parameters())
     stats_before = {n: (m.running_mean, m.running_var) for n, m in old.items()}
-    x = torch.randn(2, 3, 32, 16), torch.randn(2, 3, 32, 16)
+    x = torch.randn(2, 3, *IMG_SIZE)
     with torch.no_grad():
-        expected = model.embed(x[0], "vis")
+        expected = model.embed(x, "vis")
 
     info = DistInfo(world_size=2, rank=1, local_rank=1, local_world_size=2)
     wrapped = wrap_ddp(model, info, torch.device("cuda", 1), sync_bn=True)
@@ -243,7 +245,7 @@ def test_sync_bn_under_ddp_converts_every_batchnorm_and_keeps_its_tensors(monkey
     for name, m in new.items():
         assert m.running_mean is stats_before[name][0] and m.running_var is stats_before[name][1]
     with torch.no_grad():  # eval mode: SyncBatchNorm uses the same running statistics
-        torch.testing.assert_close(model.embed(x[0], "vis"), expected)
+        torch.testing.assert_close(model.embed(x, "vis"), expected)
 
 
 def test_sync_bn_with_several_cpu_processes_is_a_config_error(monkeypatch):
