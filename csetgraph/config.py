@@ -14,6 +14,7 @@ arguments.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -129,6 +130,10 @@ class TrainConfig:
     eval_every: int = 0  # validate every N epochs (0: never during training)
     max_steps_per_epoch: int = 0  # 0: full epochs; >0 caps them (smoke tests)
     num_threads: int = 0  # 0: torch's default
+    overwrite: bool = False  # True: move an existing run folder aside (renamed, never deleted)
+    log_every: int = 20  # read the loss terms back from the device every N steps
+    compile: bool = False  # torch.compile the model and the loss
+    sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
 
 
 @dataclass
@@ -262,9 +267,112 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+@dataclass(frozen=True)
+class Range:
+    """The valid interval of a numeric option (``None``: unbounded on that side)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: low itself is not allowed
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if value != value:  # NaN is in no interval
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return not (
+            self.high is not None and (value > self.high or (self.high_open and value == self.high))
+        )
+
+    def __str__(self) -> str:
+        lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        hi = "" if self.high is None else f"{'<' if self.high_open else '<='} {self.high:g}"
+        return " and ".join(p for p in (lo, hi) if p)
+
+
+_COUNT, _SIZE, _NONNEG = Range(1), Range(1), Range(0)
+_PROB, _POSITIVE = Range(0, 1), Range(0, low_open=True)
+
+#: Numeric options with a valid range, checked when a config is built (None values pass).
+#: A straight table: one line per option; tests/test_config.py checks every key exists.
+RANGES: dict[str, Range] = {
+    "data.synthetic.num_train_ids": Range(2),
+    "data.synthetic.num_val_ids": _NONNEG,
+    "data.synthetic.num_test_ids": Range(2),
+    "data.synthetic.images_per_camera": _COUNT,
+    "data.synthetic.height": _SIZE,
+    "data.synthetic.width": _SIZE,
+    "data.trial": Range(1, 10),
+    "data.height": _SIZE,
+    "data.width": _SIZE,
+    "data.num_ids_per_batch": Range(2),  # batch-hard triplets need another identity
+    "data.num_instances": _COUNT,
+    "data.num_workers": _NONNEG,
+    "data.pad": _NONNEG,
+    "data.flip_prob": _PROB,
+    "data.erasing_prob": _PROB,
+    "data.grayscale_prob": _PROB,
+    "model.embed_dim": _COUNT,
+    "model.depth": _COUNT,
+    "model.num_heads": _COUNT,
+    "model.patch_stride": _COUNT,
+    "model.drop_path_rate": Range(0, 1, high_open=True),
+    "model.dropout": Range(0, 1, high_open=True),
+    "model.se.alpha": _PROB,
+    "model.se.ratio": Range(0, 1, low_open=True),
+    "model.se.temperature": _POSITIVE,
+    "model.ca.heads": _COUNT,
+    "model.mhga.heads": _COUNT,
+    "loss.triplet_weight": _NONNEG,
+    "loss.margin": _NONNEG,
+    "loss.label_smoothing": Range(0, 1, high_open=True),
+    "loss.distill_weight": _NONNEG,
+    "train.epochs": _COUNT,
+    "train.lr": _POSITIVE,
+    "train.weight_decay": _NONNEG,
+    "train.step_size": _COUNT,
+    "train.gamma": _POSITIVE,
+    "train.warmup_epochs": _NONNEG,
+    "train.eval_every": _NONNEG,
+    "train.max_steps_per_epoch": _NONNEG,
+    "train.num_threads": _NONNEG,
+    "train.log_every": _COUNT,
+    "eval.trials": _COUNT,
+    "eval.batch_size": _COUNT,
+}
+
+
+def check_ranges(cfg: Config) -> None:
+    """Raise one :class:`ConfigError` naming the first option outside its :data:`RANGES`."""
+    for key, valid in RANGES.items():
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value is not None and value not in valid:
+            raise ConfigError(f"{key}={value!r} is out of range: it must be {valid}")
+
+
 def config_from_dict(values: Mapping[str, Any] | None) -> Config:
-    """Build a :class:`Config` from a nested mapping (missing keys take their defaults)."""
-    return _build(Config, values or {})
+    """Build a :class:`Config` from a nested mapping (missing keys take their defaults).
+
+    Raises:
+        ConfigError: unknown keys, wrong types, or a numeric value outside its range.
+    """
+    cfg = _build(Config, values or {})
+    check_ranges(cfg)
+    return cfg
+
+
+def apply_overrides(tree: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply dotted ``key=value`` overrides to a nested config mapping, in place; returns it.
+
+    Each key is checked against the schema as it is set, so a typo names the key at once.
+    """
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    return tree
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
@@ -291,10 +399,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         tree = loaded
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-    return config_from_dict(tree)
+    return config_from_dict(apply_overrides(tree, overrides))
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -303,5 +408,8 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML (it loads back with :func:`load_config`)."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write the resolved config as YAML, atomically (it loads back with :func:`load_config`)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    os.replace(tmp, path)

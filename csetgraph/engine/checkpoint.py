@@ -4,6 +4,11 @@ A checkpoint is written to a temporary file in the same folder, flushed to disk,
 over the old one (``os.replace`` is atomic on POSIX and Windows), so a crash while writing
 leaves the previous checkpoint intact. Reads use ``torch.load(weights_only=True)``: no
 arbitrary pickle is ever executed.
+
+Every checkpoint carries ``version`` (:data:`CHECKPOINT_VERSION`); a file from a newer csetgraph
+is refused with a message rather than misread. ``best.pt`` keeps only the model weights, so it
+can be evaluated but not resumed: resuming needs the optimiser, scheduler and random state of
+``last.pt`` (:func:`check_resumable_checkpoint` says so).
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ import torch
 
 from csetgraph.models.checkpoint import CheckpointError
 
-CHECKPOINT_VERSION = 1
+#: 1: the first format; 2: two optimiser parameter groups (decay / no decay) and "scaler".
+CHECKPOINT_VERSION = 2
+#: What a checkpoint needs to resume training (``best.pt`` has only the weights).
+RESUME_KEYS = ("optimizer", "scheduler", "epoch", "rng", "config")
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -89,7 +97,40 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from err
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{str(path)!r} is not a csetgraph training checkpoint")
+    check_version(ckpt, path)
     return ckpt
+
+
+def check_version(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint written by a newer (or unknown) format; files without one are v1."""
+    version = ckpt.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has an unknown format version {version!r}; "
+            "it was not written by csetgraph"
+        )
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has format version {version}, newer than this csetgraph "
+            f"reads (up to {CHECKPOINT_VERSION}); upgrade csetgraph to use it"
+        )
+
+
+def check_resumable_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Refuse to resume from a file that lacks the training state (e.g. ``best.pt``)."""
+    missing = [k for k in RESUME_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"{str(path)!r} holds model weights only (no {', '.join(missing)}), so training "
+            "cannot continue from it; resume from the run folder (train.resume=<run folder>, "
+            "which uses checkpoints/last.pt), or evaluate this file with csetgraph evaluate"
+        )
+    if ckpt.get("version", 1) < 2:
+        raise CheckpointError(
+            f"{str(path)!r} was written by an older csetgraph (checkpoint version "
+            f"{ckpt.get('version', 1)}, one optimiser parameter group); it can be evaluated, "
+            "but training cannot resume from it: start a new run"
+        )
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:

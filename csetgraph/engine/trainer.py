@@ -1,4 +1,14 @@
-"""The training loop: data, model, optimiser, checkpoints, logging and the final evaluation.
+"""The training loop as a few named stages: set up, train an epoch, log it, save, evaluate.
+
+:class:`Trainer` holds what the stages share; :func:`train` runs them in order::
+
+    setup()                         process, config, data, model, optimiser, resume, run folder
+    for each epoch:
+        train_epoch()               the steps; loss terms stay on the device between log points
+        validate()                  optional (train.eval_every), for best.pt
+        log_epoch()                 log.txt line and TensorBoard scalars
+        save_checkpoints()          last.pt (and best.pt), atomically
+    evaluate()                      the test protocol, metrics.json
 
 Single process by default; under ``torchrun`` each process trains on its own identities
 (see :class:`~csetgraph.data.samplers.CrossModalityIdentitySampler`) with
@@ -6,27 +16,35 @@ Single process by default; under ``torchrun`` each process trains on its own ide
 each process holds ``P x K`` pairs, so ``n`` processes make a global batch ``n`` times the
 configured one, and ``train.lr`` applies to it as it stands (scale it yourself, e.g. linearly,
 if you change the global batch).
+
+Nothing is written before the config, the data layout, the model and the checkpoint (on resume)
+have been checked: a start that fails leaves no run folder behind and an existing one unchanged.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from csetgraph.config import Config, config_to_dict, save_config
+from csetgraph.config import Config, config_from_dict, config_to_dict, save_config
 from csetgraph.data.build import build_train_data, ensure_dataset
 from csetgraph.data.datasets import PairedDataset
 from csetgraph.data.samplers import CrossModalityIdentitySampler
 from csetgraph.data.transforms import build_test_transform, build_train_transform
+from csetgraph.engine import run_folder as rf
 from csetgraph.engine.checkpoint import (
     CHECKPOINT_VERSION,
     atomic_save,
+    check_resumable_checkpoint,
     load_checkpoint,
     load_model_state,
     rng_state,
@@ -34,20 +52,16 @@ from csetgraph.engine.checkpoint import (
 )
 from csetgraph.engine.distributed import (
     autocast_context,
-    init_distributed,
-    resolve_device,
+    setup_process,
+    teardown_process,
+    wrap_ddp,
 )
-from csetgraph.engine.runs import input_stats
-from csetgraph.errors import NonFiniteLossError
+from csetgraph.engine.runs import input_stats, run_folder
+from csetgraph.errors import CheckpointError, NonFiniteLossError
 from csetgraph.losses import build_criterion
 from csetgraph.models import build_model
 
 log = logging.getLogger("csetgraph")
-
-
-def make_run_dir(cfg: Config) -> Path:
-    name = cfg.train.run_name or time.strftime("%Y%m%d-%H%M%S")
-    return Path(cfg.train.output_dir) / name
 
 
 def build_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
@@ -64,87 +78,210 @@ def build_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train(cfg: Config, *, progress: bool = True) -> dict:
-    """Train as configured; returns ``{"run_dir", "results", "epochs"}``.
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Adam parameter groups after timm: no weight decay on 1-D tensors (norms, biases) nor
+    on the names in ``model.no_weight_decay()`` (position embedding, class token, ...)."""
+    skip = set(getattr(model, "no_weight_decay", set)())
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
 
-    The run folder holds ``config.yaml`` (the resolved config), ``log.txt``, TensorBoard
-    event files, ``checkpoints/last.pt`` (and ``best.pt`` with periodic validation) and
-    ``metrics.json``.
-    """
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    dist_info = init_distributed("cuda" if cfg.train.device.startswith("cuda") else "cpu")
-    device = resolve_device(cfg.train.device, dist_info)
-    resume = None
-    if cfg.train.resume:
-        resume = load_checkpoint(cfg.train.resume)
-        run_dir = Path(cfg.train.resume)
-        run_dir = run_dir if run_dir.is_dir() else run_dir.parent.parent
-    else:
-        run_dir = make_run_dir(cfg)
-    if dist_info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        _setup_logging(run_dir / "log.txt")
-    torch.manual_seed(cfg.train.seed)
 
-    if dist_info.is_main:
-        ensure_dataset(cfg.data, progress=progress)
-    if dist_info.world_size > 1:
-        torch.distributed.barrier()
-    data = build_train_data(cfg.data)
-    img_size = (cfg.data.height, cfg.data.width)
-    model = build_model(cfg.model, data.num_classes, img_size).to(device)
-    mean, std = input_stats(model, cfg)
-    train_tf = build_train_transform(
-        *img_size,
-        mean=mean,
-        std=std,
-        pad=cfg.data.pad,
-        flip_prob=cfg.data.flip_prob,
-        erasing_prob=cfg.data.erasing_prob,
-        grayscale_prob=cfg.data.grayscale_prob,
-    )
+def build_sampler(data, cfg: Config, world_size: int = 1, rank: int = 0):
+    """The identity sampler training draws its batches from (capped by max_steps_per_epoch)."""
     sampler = CrossModalityIdentitySampler(
         [r.pid for r in data.vis],
         [r.pid for r in data.ir],
         cfg.data.num_ids_per_batch,
         cfg.data.num_instances,
         seed=cfg.train.seed,
-        num_replicas=dist_info.world_size,
-        rank=dist_info.rank,
+        num_replicas=world_size,
+        rank=rank,
     )
     if cfg.train.max_steps_per_epoch:
         sampler.batches_per_epoch = min(sampler.batches_per_epoch, cfg.train.max_steps_per_epoch)
-    loader = DataLoader(
-        PairedDataset(data.vis, data.ir, train_tf),
-        batch_sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
-    criterion = build_criterion(cfg.loss)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scheduler = build_scheduler(optimizer, cfg, len(sampler))
-    start_epoch, best = 0, None
-    if resume is not None:
-        load_model_state(model, resume["model"], f"checkpoint {cfg.train.resume!r}")
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        start_epoch = int(resume["epoch"])
-        best = resume.get("best")
-        set_rng_state(resume["rng"])
-        log.info("resumed from %s at epoch %d", cfg.train.resume, start_epoch)
-    train_model = model
-    if dist_info.world_size > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+    return sampler
+
+
+def format_lr(first: float, last: float) -> str:
+    """``lr 1.00e-03``; an epoch whose rate changed (warm-up) also shows where it started."""
+    if math.isclose(first, last, rel_tol=1e-9):
+        return f"lr {last:.2e}"
+    return f"lr {last:.2e} | from lr {first:.2e}"
+
+
+@dataclass
+class EpochStats:
+    """What one epoch of training measured (the learning rates are the ones it trained with)."""
+
+    means: dict[str, float]
+    lr_first: float
+    lr_last: float
+    images_per_second: float
+    seconds: float
+
+
+class _Window:
+    """Sums of the loss and its terms over the steps since the last read, kept on the device."""
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        self.loss: torch.Tensor | None = None
+        self.terms: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        self.loss = loss if self.loss is None else self.loss + loss
+        for k, v in terms.items():
+            self.terms[k] = self.terms[k] + v if k in self.terms else v
+        self.count += 1
+
+    def read(self) -> tuple[float, dict[str, float]]:
+        """The sums as Python numbers: one device-to-host copy for all of them."""
+        values = torch.stack([t.float() for t in (self.loss, *self.terms.values())]).tolist()
+        return values[0], dict(zip(self.terms, values[1:], strict=True))
+
+
+class Trainer:
+    """One training run; :meth:`fit` runs the stages (see the module docstring)."""
+
+    def __init__(self, cfg: Config, *, progress: bool = True):
+        self.cfg, self.progress = cfg, progress
+        self.resume: dict | None = None
+        self.resume_changes: dict[str, list] = {}
+        self.lock: rf.RunLock | None = None
+        self.writer = None
+        self.start_epoch, self.step, self.best = 0, 0, None
+
+    # ---------------------------------------------------------------------- setup
+
+    def setup(self) -> None:
+        """Check everything, build everything, and only then open the run folder."""
+        if self.cfg.train.num_threads:
+            torch.set_num_threads(self.cfg.train.num_threads)
+        self.dist, self.device = setup_process(self.cfg.train.device)
+        self._plan_run()
+        _check_input_size(self.cfg)
+        torch.manual_seed(self.cfg.train.seed)
+        if self.dist.is_main:
+            ensure_dataset(self.cfg.data, progress=self.progress)
+        if self.dist.world_size > 1:
+            torch.distributed.barrier()
+        self.data = build_train_data(self.cfg.data)
+        self._build_model()
+        self.loader = self._build_loader()
+        self._build_optimiser()
+        if self.resume is not None:
+            self._restore()
+            set_rng_state(self.resume["rng"])
+        self._wrap_for_training()
+        if self.dist.is_main:
+            self._open_run_folder()
+
+    def _plan_run(self) -> None:
+        """The run folder and, on resume, the checkpoint and effective config; no writes."""
+        cfg = self.cfg
+        if not cfg.train.resume:
+            self.run_dir = rf.planned_run_dir(cfg)
+            if self.dist.is_main:
+                rf.check_new_run_dir(self.run_dir, cfg.train.overwrite)
+            return
+        rf.check_resumable(cfg.train.resume)
+        self.run_dir = run_folder(cfg.train.resume)
+        rf.check_unlocked(self.run_dir)
+        self.resume = load_checkpoint(cfg.train.resume)
+        check_resumable_checkpoint(self.resume, cfg.train.resume)
+        saved = config_from_dict(json.loads(self.resume["config"]))
+        self.cfg, self.resume_changes = rf.resume_config(saved, cfg)
+
+    def _build_model(self) -> None:
+        cfg = self.cfg
+        img_size = (cfg.data.height, cfg.data.width)
+        self.model = build_model(cfg.model, self.data.num_classes, img_size).to(self.device)
+        self.mean, self.std = input_stats(self.model, cfg)
+
+    def _build_loader(self) -> DataLoader:
+        """The training batches: the transform, the identity sampler and the loader."""
+        cfg = self.cfg
+        train_tf = build_train_transform(
+            cfg.data.height,
+            cfg.data.width,
+            mean=self.mean,
+            std=self.std,
+            pad=cfg.data.pad,
+            flip_prob=cfg.data.flip_prob,
+            erasing_prob=cfg.data.erasing_prob,
+            grayscale_prob=cfg.data.grayscale_prob,
         )
-    amp_ctx, scaler = autocast_context(cfg.train.amp, device)
-    writer = _summary_writer(run_dir) if dist_info.is_main else None
-    if dist_info.is_main:
-        n_params = sum(p.numel() for p in model.parameters()) / 1e6
+        self.sampler = build_sampler(self.data, cfg, self.dist.world_size, self.dist.rank)
+        return DataLoader(
+            PairedDataset(self.data.vis, self.data.ir, train_tf),
+            batch_sampler=self.sampler,
+            num_workers=cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=cfg.data.num_workers > 0,
+        )
+
+    def _build_optimiser(self) -> None:
+        cfg = self.cfg
+        self.criterion = build_criterion(cfg.loss)
+        groups = param_groups(self.model, cfg.train.weight_decay)
+        self.optimizer = torch.optim.Adam(groups, lr=cfg.train.lr)
+        self.scheduler = build_scheduler(self.optimizer, cfg, len(self.sampler))
+        self.amp_ctx, self.scaler = autocast_context(cfg.train.amp, self.device)
+
+    def _restore(self) -> None:
+        """Load the checkpoint's states (a mismatch is a CheckpointError, before any write)."""
+        ckpt, origin = self.resume, f"checkpoint {self.cfg.train.resume!r}"
+        load_model_state(self.model, ckpt["model"], origin)
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except ValueError as err:
+            raise CheckpointError(f"{origin}: its optimiser state does not fit ({err})") from err
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.start_epoch = int(ckpt["epoch"])
+        self.best = ckpt.get("best")
+        self.step = self.start_epoch * len(self.sampler)
+
+    def _open_run_folder(self) -> None:
+        """The first write: folder, lock, config.yaml (new runs only), log file."""
+        if self.resume is None and self.cfg.train.overwrite:
+            rf.check_unlocked(self.run_dir)
+            rf.move_aside(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = rf.acquire_lock(self.run_dir)
+        rf.remove_stale_temporaries(self.run_dir / "checkpoints")
+        if self.resume is None:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+        _setup_logging(self.run_dir / "log.txt")
+        if self.resume is not None:
+            log.info("resumed from %s at epoch %d", self.cfg.train.resume, self.start_epoch)
+            if self.resume_changes:
+                rf.record_resume(self.run_dir, self.start_epoch, self.resume_changes)
+        self.writer = _summary_writer(self.run_dir)
+        self._log_start()
+
+    def _wrap_for_training(self) -> None:
+        """DDP and torch.compile wrap the modules the steps call; checkpoints keep the bare ones."""
+        self.train_model = wrap_ddp(
+            self.model, self.dist, self.device, sync_bn=self.cfg.train.sync_bn
+        )
+        if self.cfg.train.compile:
+            self.train_model = torch.compile(self.train_model)
+            self.criterion = torch.compile(self.criterion)
+
+    def _log_start(self) -> None:
+        cfg, data = self.cfg, self.data
         log.info(
             "training %s on %s: %d ids, %d visible + %d infrared images, %.2f M parameters, "
             "%d steps/epoch, device %s, %d process(es)",
@@ -153,125 +290,212 @@ def train(cfg: Config, *, progress: bool = True) -> dict:
             data.num_classes,
             len(data.vis),
             len(data.ir),
-            n_params,
-            len(sampler),
-            device,
-            dist_info.world_size,
+            sum(p.numel() for p in self.model.parameters()) / 1e6,
+            len(self.sampler),
+            self.device,
+            self.dist.world_size,
         )
 
-    step = start_epoch * len(sampler)
-    for epoch in range(start_epoch, cfg.train.epochs):
-        sampler.set_epoch(epoch)
-        model.train()
-        sums: dict[str, float] = {}
-        seen, t0 = 0, time.time()
+    # ---------------------------------------------------------------------- one epoch
+
+    def _step(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimiser step; returns the loss and its terms, detached, still on the device."""
+        vis, ir, vis_pid, ir_pid = (t.to(self.device, non_blocking=True) for t in batch)
+        pids = torch.cat([vis_pid, ir_pid])
+        with self.amp_ctx:
+            out = self.train_model(vis, ir)
+            loss, terms = self.criterion(out, pids)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach(), {k: v.detach() for k, v in terms.items()}
+
+    def train_epoch(self, epoch: int) -> EpochStats:
+        """The epoch's steps. Loss terms are summed on the device and read back only every
+        ``train.log_every`` steps and at the end, where a non-finite loss stops the run."""
+        self.sampler.set_epoch(epoch)
+        self.model.train()
         bar = tqdm(
-            loader,
-            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-            disable=not (progress and dist_info.is_main),
+            self.loader,
+            desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}",
+            disable=not (self.progress and self.dist.is_main),
             leave=False,
         )
-        for vis, ir, vis_pid, ir_pid in bar:
-            vis, ir = vis.to(device, non_blocking=True), ir.to(device, non_blocking=True)
-            pids = torch.cat([vis_pid, ir_pid]).to(device)
-            with amp_ctx:
-                out = train_model(vis, ir)
-                loss, terms = criterion(out, pids)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
-                    f"terms: { {k: float(v) for k, v in terms.items()} }. The last good "
-                    f"checkpoint is {run_dir / 'checkpoints' / 'last.pt'}; lower train.lr or "
-                    "use train.amp=off."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            scheduler.step()
-            step += 1
-            seen += vis.shape[0] * 2
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            bar.set_postfix({k: f"{float(v):.3f}" for k, v in terms.items()})
-            if writer is not None:
-                for k, v in terms.items():
-                    writer.add_scalar(f"loss/{k}", float(v), step)
-        n_batches = max(1, len(sampler))
-        means = {k: v / n_batches for k, v in sums.items()}
+        totals: dict[str, float] = {}
+        window = _Window()
+        lr_first, seen, t0, n = self.optimizer.param_groups[0]["lr"], 0, time.time(), 0
+        lr_last = lr_first
+        for batch in bar:
+            lr_last = self.optimizer.param_groups[0]["lr"]  # the rate this step trains with
+            window.add(*self._step(batch))
+            self.step, n, seen = self.step + 1, n + 1, seen + batch[0].shape[0] * 2
+            if window.count == self.cfg.train.log_every:
+                self._flush(window, totals, epoch, bar)
+        if window.count:
+            self._flush(window, totals, epoch, bar)
         elapsed = time.time() - t0
-        lr = optimizer.param_groups[0]["lr"]
-        throughput = seen * dist_info.world_size / max(elapsed, 1e-9)
-        val = None
-        if cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0:
-            val = _validate(model, cfg, device, mean, std, progress) if dist_info.is_main else None
-        if dist_info.is_main:
-            terms_txt = " ".join(f"{k} {v:.4f}" for k, v in means.items())
-            val_txt = (
-                f" | val R-1 {100 * val['rank1']:.2f} mAP {100 * val['mAP']:.2f}" if val else ""
-            )
-            log.info(
-                "epoch %d/%d | %s | lr %.2e | %.1f img/s | %.1fs%s",
-                epoch + 1,
-                cfg.train.epochs,
-                terms_txt,
-                lr,
-                throughput,
-                elapsed,
-                val_txt,
-            )
-            writer.add_scalar("train/lr", lr, epoch + 1)
-            writer.add_scalar("train/images_per_second", throughput, epoch + 1)
-            for k, v in means.items():
-                writer.add_scalar(f"epoch_loss/{k}", v, epoch + 1)
-            if val:
-                for k, v in val.items():
-                    writer.add_scalar(f"val/{k}", v, epoch + 1)
-                if best is None or val["mAP"] > best["mAP"]:
-                    best = {**val, "epoch": epoch + 1}
-                    atomic_save(
-                        {"model": model.state_dict(), "epoch": epoch + 1, "val": val},
-                        run_dir / "checkpoints" / "best.pt",
-                    )
-            atomic_save(
-                {
-                    "version": CHECKPOINT_VERSION,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch + 1,
-                    "best": best,
-                    "rng": rng_state(),
-                    "config": json.dumps(config_to_dict(cfg)),
-                    "num_classes": data.num_classes,
-                },
-                run_dir / "checkpoints" / "last.pt",
-            )
-    if writer is not None:
-        writer.flush()
+        means = {k: v / max(1, n) for k, v in totals.items()}
+        rate = seen * self.dist.world_size / max(elapsed, 1e-9)
+        return EpochStats(means, lr_first, lr_last, rate, elapsed)
 
-    results = {}
-    if dist_info.is_main:
+    def _flush(self, window: _Window, totals: dict[str, float], epoch: int, bar) -> None:
+        """Read the window's sums back (one host sync), check the loss, report the terms."""
+        loss, terms = window.read()
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the loss became non-finite by epoch {epoch + 1}, step {self.step} (sums of "
+                f"the last {window.count} steps: {terms}). The last good checkpoint is "
+                f"{self.run_dir / 'checkpoints' / 'last.pt'}; lower train.lr or use "
+                "train.amp=off, then resume from it"
+            )
+        for k, v in terms.items():
+            totals[k] = totals.get(k, 0.0) + v
+        means = {k: v / window.count for k, v in terms.items()}
+        window.clear()
+        bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
+        if self.writer is not None:
+            for k, v in means.items():
+                self.writer.add_scalar(f"loss/{k}", v, self.step)
+
+    # ---------------------------------------------------------------------- after an epoch
+
+    def validate(self, epoch: int) -> dict[str, float] | None:
+        """Validation metrics every ``train.eval_every`` epochs (main process), else None."""
+        every = self.cfg.train.eval_every
+        if not (every and (epoch + 1) % every == 0 and self.dist.is_main):
+            return None
+        if self.cfg.data.train_split == "train+val":
+            log.warning(
+                "validating on val ids that are also trained on (data.train_split=train+val); "
+                "use data.train_split=train for model selection"
+            )
+        res = evaluate_model(
+            self.model, self.cfg, self.device, self.mean, self.std, split="val",
+            progress=self.progress,
+        )  # fmt: skip
+        return next(iter(res.values()))["mean"]
+
+    def log_epoch(self, epoch: int, stats: EpochStats, val: dict | None) -> None:
+        """One log.txt line and the epoch's TensorBoard scalars (main process)."""
+        if not self.dist.is_main:
+            return
+        terms = " ".join(f"{k} {v:.4f}" for k, v in stats.means.items())
+        val_txt = f" | val R-1 {100 * val['rank1']:.2f} mAP {100 * val['mAP']:.2f}" if val else ""
+        log.info(
+            "epoch %d/%d | %s | %s | %.1f img/s | %.1fs%s",
+            epoch + 1,
+            self.cfg.train.epochs,
+            terms,
+            format_lr(stats.lr_first, stats.lr_last),
+            stats.images_per_second,
+            stats.seconds,
+            val_txt,
+        )
+        w, x = self.writer, epoch + 1
+        w.add_scalar("train/lr", stats.lr_last, x)
+        w.add_scalar("train/lr_first", stats.lr_first, x)
+        w.add_scalar("train/images_per_second", stats.images_per_second, x)
+        for k, v in stats.means.items():
+            w.add_scalar(f"epoch_loss/{k}", v, x)
+        for k, v in (val or {}).items():
+            w.add_scalar(f"val/{k}", v, x)
+
+    def save_checkpoints(self, epoch: int, val: dict | None) -> None:
+        """``best.pt`` when validation improved (ties keep the earlier), then ``last.pt``."""
+        if not self.dist.is_main:
+            return
+        folder = self.run_dir / "checkpoints"
+        if val and (self.best is None or val["mAP"] > self.best["mAP"]):
+            self.best = {**val, "epoch": epoch + 1}
+            best = {"version": CHECKPOINT_VERSION, "model": self.model.state_dict()}
+            _save(best | {"epoch": epoch + 1, "val": val}, folder / "best.pt", folder)
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": epoch + 1,
+            "best": self.best,
+            "rng": rng_state(),
+            "config": json.dumps(config_to_dict(self.cfg)),
+            "num_classes": self.data.num_classes,
+        }
+        _save(state, folder / "last.pt", folder)
+
+    def evaluate(self) -> dict:
+        """The test protocol on the final model; ``metrics.json`` (main process)."""
+        if not self.dist.is_main:
+            return {}
         from csetgraph.evaluation.protocols import format_table
 
-        results = evaluate_model(model, cfg, device, mean, std, progress=progress)
-        title = f"{cfg.data.dataset}, test identities"
-        if cfg.data.dataset == "sysu_mm01":
+        results = evaluate_model(
+            self.model, self.cfg, self.device, self.mean, self.std, progress=self.progress
+        )
+        title = f"{self.cfg.data.dataset}, test identities"
+        if self.cfg.data.dataset == "sysu_mm01":
             title = "SYSU-MM01 protocol, infrared -> visible, test identities"
-        table = format_table(results, title=title)
-        log.info("final evaluation (%s)\n%s", run_dir, table)
-        (run_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+        log.info("final evaluation (%s)\n%s", self.run_dir, format_table(results, title=title))
+        _write_json(self.run_dir / "metrics.json", results)
         for mode, res in results.items():
             for k, v in res["mean"].items():
-                writer.add_scalar(f"test_{mode}/{k}", v, cfg.train.epochs)
-        writer.close()
-    if dist_info.world_size > 1:
-        torch.distributed.barrier()
-    return {"run_dir": run_dir, "results": results, "epochs": cfg.train.epochs, "model": model}
+                self.writer.add_scalar(f"test_{mode}/{k}", v, self.cfg.train.epochs)
+        return results
+
+    # ---------------------------------------------------------------------- the whole run
+
+    def fit(self) -> dict:
+        """Set up, train every remaining epoch, evaluate; the lock is released however it ends."""
+        try:
+            self.setup()
+            for epoch in range(self.start_epoch, self.cfg.train.epochs):
+                stats = self.train_epoch(epoch)
+                val = self.validate(epoch)
+                self.log_epoch(epoch, stats, val)
+                self.save_checkpoints(epoch, val)
+            if self.writer is not None:
+                self.writer.flush()
+            results = self.evaluate()
+            if self.dist.world_size > 1:
+                torch.distributed.barrier()
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(self._interrupted_message()) from None
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+            if self.lock is not None:
+                self.lock.release()
+            teardown_process()
+        return {"run_dir": self.run_dir, "results": results, "epochs": self.cfg.train.epochs,
+                "model": self.model}  # fmt: skip
+
+    def _interrupted_message(self) -> str:
+        last = getattr(self, "run_dir", Path("?")) / "checkpoints" / "last.pt"
+        if last.is_file():
+            return f"the last checkpoint is {last}; resume with train.resume={last.parent.parent}"
+        return "no checkpoint was written yet"
+
+
+def train(cfg: Config, *, progress: bool = True) -> dict:
+    """Train as configured; returns ``{"run_dir", "results", "epochs", "model"}``.
+
+    The run folder holds ``config.yaml`` (the resolved config), ``log.txt``, TensorBoard
+    event files, ``checkpoints/last.pt`` (and ``best.pt`` with periodic validation),
+    ``metrics.json``, and while the run is live, ``run.lock``.
+
+    Raises:
+        RunFolderError: the run folder holds a run (resume it, rename, or overwrite) or is in use.
+        ConfigError: a resume asks for options the run was not trained with.
+        CheckpointError: the resumed checkpoint does not fit, or a checkpoint cannot be written.
+        NonFiniteLossError: the loss became NaN or infinite (the last good checkpoint stays).
+    """
+    return Trainer(cfg, progress=progress).fit()
 
 
 def evaluate_model(model, cfg: Config, device, mean, std, *, split="test", progress=True) -> dict:
@@ -282,16 +506,31 @@ def evaluate_model(model, cfg: Config, device, mean, std, *, split="test", progr
     return evaluate_dataset(model, cfg, device=device, transform=tf, split=split, progress=progress)
 
 
-def _validate(model, cfg: Config, device, mean, std, progress) -> dict[str, float]:
-    """Validation metrics on the validation identities (first mode), for model selection."""
-    if cfg.data.train_split == "train+val":
-        log.warning(
-            "validating on val ids that are also trained on (data.train_split=train+val); "
-            "use data.train_split=train for model selection"
-        )
-    res = evaluate_model(model, cfg, device, mean, std, split="val", progress=progress)
-    first = next(iter(res.values()))
-    return first["mean"]
+def _check_input_size(cfg: Config) -> None:
+    """Image size against the patch stride, when the model package offers the check."""
+    from csetgraph import models
+
+    check = getattr(models, "check_input_size", None)
+    if check is not None:
+        check(cfg.model, cfg.data.height, cfg.data.width)
+
+
+def _save(obj, path: Path, folder: Path) -> None:
+    """An atomic checkpoint write; a failed one (full disk, ...) keeps the previous file."""
+    try:
+        atomic_save(obj, path)
+    except OSError as err:
+        raise CheckpointError(
+            f"could not write {path} ({err.strerror or err}); the previous checkpoints in "
+            f"{folder} are intact. Free some space, then resume with "
+            f"train.resume={folder.parent}"
+        ) from err
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
 
 
 def _summary_writer(run_dir: Path):
@@ -313,4 +552,14 @@ def _setup_logging(path: Path) -> None:
     logger.propagate = False
 
 
-__all__ = ["NonFiniteLossError", "evaluate_model", "train"]
+__all__ = [
+    "EpochStats",
+    "NonFiniteLossError",
+    "Trainer",
+    "build_sampler",
+    "build_scheduler",
+    "evaluate_model",
+    "format_lr",
+    "param_groups",
+    "train",
+]
