@@ -43,6 +43,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from csetgraph.data import llcm, regdb, sysu_mm01
+from csetgraph.data.fingerprint import DatasetFingerprint, compare_fingerprints, dataset_fingerprint
 from csetgraph.errors import ConfigError
 
 #: ``data.dataset`` name -> reader module (the one table of data sets).
@@ -57,3 +58,12 @@ def get_dataset(name: str) -> ModuleType:
         raise ConfigError(
             f"data.dataset must be one of {', '.join(DATASETS)}, got {name!r}"
         ) from None
+
+
+__all__ = [
+    "DATASETS",
+    "DatasetFingerprint",
+    "compare_fingerprints",
+    "dataset_fingerprint",
+    "get_dataset",
+]

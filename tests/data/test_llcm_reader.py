@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import shutil
 
-import numpy as np
 import pytest
 
 from csetgraph.config import DataConfig
 from csetgraph.data import llcm
 from csetgraph.data.build import build_train_data
 from csetgraph.data.records import DatasetLayoutError
-from csetgraph.data.synthetic import generate_llcm
 
 VIS_CAMS = [f"test_vis/cam{c}" for c in range(1, 10)]
 NIR_CAMS = [f"test_nir/cam{c}" for c in (1, 2, 4, 5, 6, 7, 8, 9)]
-
-
-@pytest.fixture(scope="module")
-def llcm_root(tmp_path_factory):
-    return generate_llcm(
-        tmp_path_factory.mktemp("llcm"),
-        num_train_ids=8,
-        num_val_ids=2,
-        num_test_ids=6,
-        images_per_camera=3,
-        height=32,
-        width=16,
-        seed=2,
-        progress=False,
-    )
 
 
 def _reference_ids(root) -> list[str]:
@@ -136,16 +120,35 @@ def test_train_records_and_held_out_validation_ids(llcm_root):
     assert data.num_classes == len(ids)
 
 
+def _reference_sample_gallery(records, trial):
+    """One random.choice per (pid, camera) run of records, with the global random.seed(trial),
+    as DEEN's process_gallery_llcm draws per id and camera folder."""
+    state = random.getstate()
+    try:
+        random.seed(trial)
+        return [
+            random.choice(list(group))
+            for _, group in itertools.groupby(records, key=lambda r: (r.pid, r.camid))
+        ]
+    finally:
+        random.setstate(state)
+
+
 def test_sample_gallery_is_one_choice_per_group():
     from csetgraph.data.records import Record
 
+    # Groups of 1 to 5 images, so a draw that ignored the group boundaries would show.
+    sizes = {(1, 1): 3, (1, 4): 1, (2, 2): 5, (2, 9): 2, (5, 1): 4}
     records = [
-        Record(f"{p}_{c}_{n}", p, c, "vis") for p in (1, 2) for c in (1, 3) for n in range(4)
+        Record(f"{p}_{c}_{n}", p, c, "vis") for (p, c), size in sizes.items() for n in range(size)
     ]
-    rng = random.Random(7)
-    expected = [rng.choice(records[i : i + 4]) for i in range(0, 16, 4)]
-    assert llcm.sample_gallery(records, 7) == expected
-    assert np.unique([(r.pid, r.camid) for r in expected], axis=0).shape[0] == 4
+    draws = set()
+    for trial in range(6):
+        gallery = llcm.sample_gallery(records, trial)
+        assert gallery == _reference_sample_gallery(records, trial)
+        assert [(r.pid, r.camid) for r in gallery] == list(sizes)
+        draws.add(tuple(r.path for r in gallery))
+    assert len(draws) > 1
 
 
 def test_bad_input_gets_clear_errors(tmp_path, llcm_root):

@@ -12,24 +12,9 @@ from csetgraph.config import DataConfig
 from csetgraph.data import regdb
 from csetgraph.data.build import build_train_data
 from csetgraph.data.records import DatasetLayoutError
-from csetgraph.data.synthetic import generate_regdb
 
+# The sizes of the session fixture ``regdb_root`` (tests/conftest.py).
 NUM_TRAIN, NUM_VAL, NUM_TEST, PER_CAM = 8, 2, 5, 3
-
-
-@pytest.fixture(scope="module")
-def regdb_root(tmp_path_factory):
-    return generate_regdb(
-        tmp_path_factory.mktemp("regdb"),
-        num_train_ids=NUM_TRAIN,
-        num_val_ids=NUM_VAL,
-        num_test_ids=NUM_TEST,
-        images_per_camera=PER_CAM,
-        height=32,
-        width=16,
-        seed=5,
-        progress=False,
-    )
 
 
 def _parse(path: Path) -> list[tuple[str, int]]:
@@ -83,21 +68,39 @@ def test_records_follow_the_idx_files(regdb_root):
     assert [(r.path, r.pid) for r in train] == [(str(regdb_root / p), lab) for p, lab in ref]
 
 
+def _reference_held_out(root: Path, trial: int) -> list[int]:
+    """The specification, from the idx files alone: round(20%) of the trial's distinct
+    training labels (visible and thermal lists), sorted, then random.Random(trial).sample."""
+    labels = set()
+    for name in ("visible", "thermal"):
+        labels |= {lab for _, lab in _parse(root / "idx" / f"train_{name}_{trial}.txt")}
+    ordered = sorted(labels)
+    return sorted(random.Random(trial).sample(ordered, round(0.2 * len(ordered))))
+
+
 def test_validation_ids_are_a_seeded_held_out_part_of_the_training_ids(regdb_root):
-    for trial in (1, 2):
-        all_ids = sorted({r.pid for r in regdb.train_records(regdb_root, trial)})
-        held = regdb.val_ids(regdb_root, trial)
-        # The specification: round(20%) of the sorted training ids, random.Random(trial).sample.
-        assert held == sorted(random.Random(trial).sample(all_ids, round(0.2 * len(all_ids))))
-        train = {r.pid for r in regdb.train_records(regdb_root, trial, "train")}
-        val = {r.pid for r in regdb.train_records(regdb_root, trial, "val")}
-        assert val == set(held) and train == set(all_ids) - set(held)
+    held_per_trial = {}
+    for trial in (1, 2, 3):
+        ref = _reference_held_out(regdb_root, trial)
+        assert len(ref) == round(0.2 * (NUM_TRAIN + NUM_VAL))
+        assert regdb.val_ids(regdb_root, trial) == ref
+        lines = _parse(regdb_root / "idx" / f"train_visible_{trial}.txt") + _parse(
+            regdb_root / "idx" / f"train_thermal_{trial}.txt"
+        )
+        # "train" keeps exactly the idx lines whose label is not held out, "val" the others.
+        train = regdb.train_records(regdb_root, split="train", trial=trial)
+        val = regdb.train_records(regdb_root, split="val", trial=trial)
+        expect_train = [(str(regdb_root / p), lab) for p, lab in lines if lab not in ref]
+        expect_val = [(str(regdb_root / p), lab) for p, lab in lines if lab in ref]
+        assert [(r.path, r.pid) for r in train] == expect_train
+        assert [(r.path, r.pid) for r in val] == expect_val
         vis, ir = regdb.test_records(regdb_root, trial, split="val")
-        assert {r.pid for r in vis} == {r.pid for r in ir} == set(held)
-        assert len(vis) == len(held) * PER_CAM
-        test_ids = {r.pid for r in regdb.test_records(regdb_root, trial)[0]}
-        assert not test_ids & set(held)
-    assert regdb.val_ids(regdb_root, 1) == regdb.val_ids(regdb_root, 1)
+        assert [r.path for r in vis + ir] == [path for path, _ in expect_val]
+        test_labels = {lab for _, lab in _parse(regdb_root / "idx" / f"test_visible_{trial}.txt")}
+        assert not test_labels & set(ref)
+        held_per_trial[trial] = tuple(ref)
+    # Seeded by the trial: the three trials do not all hold out the same ids.
+    assert len(set(held_per_trial.values())) > 1
 
 
 def test_hold_out_ids_bounds():
@@ -137,4 +140,4 @@ def test_bad_input_gets_clear_errors(tmp_path, regdb_root):
     with pytest.raises(ValueError, match="direction"):
         regdb.test_split(regdb_root, 1, direction="t2v")
     with pytest.raises(ValueError, match="training split"):
-        regdb.train_records(regdb_root, 1, "test")
+        regdb.train_records(regdb_root, split="test", trial=1)
