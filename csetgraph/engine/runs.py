@@ -12,7 +12,13 @@ from pathlib import Path
 
 import torch
 
-from csetgraph.config import Config, ConfigError, config_from_dict, load_config, parse_override
+from csetgraph.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+)
 from csetgraph.data.transforms import build_test_transform
 from csetgraph.engine.checkpoint import load_checkpoint, load_model_state
 from csetgraph.models import CheckpointError, build_model
@@ -41,17 +47,15 @@ def resolve_run_config(
             f"no config.yaml next to {str(path)!r} and no config stored in the checkpoint; "
             "pass the recipe the model was trained with (--config)"
         )
+    return checkpoint_config(ckpt, overrides)
+
+
+def checkpoint_config(ckpt: dict, overrides: Sequence[str] = ()) -> Config:
+    """The config stored in a training checkpoint, with dotted overrides applied."""
+    if "config" not in ckpt:
+        raise CheckpointError("the checkpoint stores no config (best.pt keeps only weights)")
     tree = json.loads(ckpt["config"])
-    for text in overrides:
-        key, value = parse_override(text)
-        node = tree
-        *sections, last = key.split(".")
-        for part in sections:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{key!r}: {part!r} is a value, not a section")
-        node[last] = value
-    return config_from_dict(tree)  # checks every key and type against the schema
+    return config_from_dict(apply_overrides(tree, overrides))  # checks keys, types, ranges
 
 
 def checkpoint_num_classes(ckpt: dict, path: str | Path) -> int:
