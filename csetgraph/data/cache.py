@@ -1,0 +1,199 @@
+"""The decode-once image cache: every training image as uint8 at the training size.
+
+The PIL path decodes, resizes and converts every image at every step. The cache does the
+decode and the resize once, with the PIL path's own resize (``torchvision.transforms.Resize``
+on the PIL image: bilinear with Pillow's antialiasing), so a cached image is byte-identical to
+what the PIL path feeds its augmentation. Padding is not stored: the pad-and-crop pads with
+zeros on the fly (:func:`csetgraph.data.batch_transforms.pad_crop`), which keeps the cache
+``(H + 2 pad)(W + 2 pad) / (H W)`` smaller and independent of ``data.pad``.
+
+On disk, one cache is two files in the cache folder::
+
+    train-<H>x<W>-<fingerprint>.npy    (N, 3, H, W) uint8, read as a memory map
+    train-<H>x<W>-<fingerprint>.json   the manifest: fingerprint, size, files, resize method
+
+The fingerprint hashes the ordered file list with each file's size and modification time, the
+target size and the resize method, so a changed data set (a file added, removed, replaced or
+touched) gets a new cache and an unchanged one reuses its own. The ``.npy`` is written under a
+temporary name and moved into place with ``os.replace``, then the manifest the same way; only
+a cache with its manifest is ever used, so an interrupted build leaves no half cache behind
+(at worst a ``*.tmp-<pid>`` file, which is never read).
+
+The cache folder is ``data.cache_dir`` if set, else ``$XDG_CACHE_HOME/csetgraph``, else
+``~/.cache/csetgraph``; nothing is written inside the data set's folder unless ``data.cache_dir``
+points there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms as T
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
+from tqdm import tqdm
+
+from csetgraph.data.records import load_image
+from csetgraph.errors import CorruptImageError
+
+CACHE_VERSION = 1
+#: How the images were resized: part of the fingerprint, so a change of method rebuilds.
+RESIZE_METHOD = "torchvision.transforms.Resize(PIL, bilinear, antialias)"
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/csetgraph``, or ``~/.cache/csetgraph`` when the variable is unset."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "csetgraph"
+
+
+def fingerprint(paths: Sequence[str], height: int, width: int) -> str:
+    """A hex digest of the ordered files (path, size, mtime), the target size and the resize.
+
+    Raises:
+        CorruptImageError: a file does not exist.
+    """
+    digest = hashlib.sha256()
+    head = {"version": CACHE_VERSION, "size": [height, width], "resize": RESIZE_METHOD}
+    digest.update(json.dumps(head, sort_keys=True).encode())
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError as err:
+            raise CorruptImageError(f"image file {str(path)!r} does not exist") from err
+        digest.update(f"\n{os.path.abspath(path)}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ImageCache:
+    """A finished cache: its array file and the number and size of its images."""
+
+    path: Path
+    num_images: int
+    height: int
+    width: int
+    fingerprint: str
+
+    def open(self) -> np.ndarray:
+        """The ``(N, 3, H, W)`` uint8 array, memory-mapped read-only (cheap; call per process)."""
+        return np.load(self.path, mmap_mode="r")
+
+
+def ensure_cache(
+    paths: Sequence[str],
+    height: int,
+    width: int,
+    cache_dir: str | Path | None = None,
+    *,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> ImageCache:
+    """Return the cache of ``paths`` at ``height x width``, building it first if needed.
+
+    Args:
+        paths: the image files, in the order the cache indexes them.
+        height, width: the training size.
+        cache_dir: where caches live (``None`` or ``""``: :func:`default_cache_dir`).
+        num_workers: decoding processes for a build.
+        progress: show a progress bar while building.
+    """
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    key = fingerprint(paths, height, width)
+    stem = folder / f"train-{height}x{width}-{key[:20]}"
+    cache = ImageCache(stem.with_suffix(".npy"), len(paths), height, width, key)
+    if _is_complete(cache, stem.with_suffix(".json")):
+        return cache
+    folder.mkdir(parents=True, exist_ok=True)
+    _build(cache, paths, num_workers=num_workers, progress=progress)
+    manifest = {
+        "version": CACHE_VERSION,
+        "fingerprint": key,
+        "num_images": len(paths),
+        "shape": [len(paths), 3, height, width],
+        "dtype": "uint8",
+        "resize": RESIZE_METHOD,
+        "files": [os.path.abspath(p) for p in paths],
+    }
+    _atomic_write_text(stem.with_suffix(".json"), json.dumps(manifest))
+    return cache
+
+
+def _is_complete(cache: ImageCache, manifest_path: Path) -> bool:
+    """The manifest exists, names this fingerprint, and the array has the expected shape."""
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        shape = np.load(cache.path, mmap_mode="r").shape
+    except (OSError, ValueError):
+        return False
+    expected = (cache.num_images, 3, cache.height, cache.width)
+    return manifest.get("fingerprint") == cache.fingerprint and tuple(shape) == expected
+
+
+class _DecodeResize(Dataset):
+    """Batches of decoded, resized images; an unreadable file comes back as its error message
+    (raised in the main process, so the user sees one line, not a worker's traceback)."""
+
+    def __init__(self, paths: Sequence[str], height: int, width: int) -> None:
+        self.paths = list(paths)
+        self.resize = T.Resize((height, width))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, indices: list[int]) -> torch.Tensor | str:
+        out = []
+        for i in indices:
+            try:
+                img = self.resize(load_image(self.paths[i]))
+            except CorruptImageError as err:
+                return str(err)
+            out.append(torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1))
+        return torch.stack(out)  # (b, 3, H, W)
+
+
+def _build(cache: ImageCache, paths: Sequence[str], *, num_workers: int, progress: bool) -> None:
+    """Decode into a temporary ``.npy`` beside the final one, then move it into place."""
+    tmp = cache.path.with_name(f"{cache.path.name}.tmp-{os.getpid()}")
+    shape = (cache.num_images, 3, cache.height, cache.width)
+    chunks = BatchSampler(SequentialSampler(range(len(paths))), batch_size=64, drop_last=False)
+    loader = DataLoader(
+        _DecodeResize(paths, cache.height, cache.width),
+        sampler=chunks,
+        batch_size=None,
+        num_workers=num_workers,
+        generator=torch.Generator(),  # leave the global RNG as it was: a build changes no run
+    )
+    try:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        bar = tqdm(total=len(paths), desc="caching training images", disable=not progress)
+        start = 0
+        for batch in loader:
+            if isinstance(batch, str):
+                raise CorruptImageError(batch)
+            array[start : start + len(batch)] = batch.numpy()
+            start += len(batch)
+            bar.update(len(batch))
+        bar.close()
+        array.flush()
+        del array
+        os.replace(tmp, cache.path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+__all__ = ["ImageCache", "default_cache_dir", "ensure_cache", "fingerprint"]
