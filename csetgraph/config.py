@@ -60,6 +60,8 @@ class DataConfig:
     erasing_prob: float = 0.0  # paper recipes: 0.5
     grayscale_prob: float = 0.0  # turn visible training images grey (channel augmentation)
     skip_corrupt: bool = False  # skip unreadable images (and report how many) instead of failing
+    pipeline: str = "tensor"  # tensor (decode-once cache + on-device augmentation) | pil
+    cache_dir: str = ""  # "" -> $XDG_CACHE_HOME/csetgraph or ~/.cache/csetgraph (docs/loader.md)
 
 
 @dataclass
