@@ -101,6 +101,7 @@ def tiny_config(sysu_root):
 
     def make(out_dir, name: str, *extra: str) -> list[str]:
         where = [f"data.root={sysu_root}", f"train.output_dir={out_dir}", f"train.run_name={name}"]
+        where.append("data.synthetic.enabled=false")  # read the fixture tree, never regenerate
         return [*where, *TINY_OVERRIDES, *extra]
 
     return make

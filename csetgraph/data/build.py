@@ -44,17 +44,29 @@ def synthetic_params(cfg: DataConfig) -> dict:
 
 
 def ensure_dataset(cfg: DataConfig, progress: bool = True) -> Path:
-    """Return ``data.root``, generating the synthetic data set there first if it is missing.
+    """Return ``data.root`` once it holds a readable data set, generating a synthetic one first
+    when ``data.synthetic.enabled`` is true.
 
-    Generation happens only when ``data.synthetic.enabled`` is true and the folder does not
-    hold a complete data set yet; a real data set is never touched.
+    Generation writes only into a missing or empty folder, or one generated before (marked
+    by :data:`csetgraph.data.synthetic.MARKER`): the same parameters reuse it, others
+    regenerate it. Any other folder (a real data set, a typo in ``data.dataset``, a folder
+    written by an older csetgraph) raises :class:`~csetgraph.errors.DataFolderError` before
+    anything is written. Then every split is read once, so a missing id/idx file or a listed
+    image that does not exist fails here, at start-up, not after training.
+
+    Raises:
+        ConfigError: an unknown ``data.dataset``.
+        DataFolderError: generation was asked into a folder that is not ours.
+        DatasetLayoutError: the folder is missing or not in the data set's layout
+            (:class:`~csetgraph.errors.IdFileError` for id/idx files).
     """
     root = Path(cfg.root)
     ds = get_dataset(cfg.dataset)
-    marker = {"sysu_mm01": "exp/test_id.txt", "regdb": "idx", "llcm": "idx/test_id.txt"}
-    if cfg.synthetic.enabled and not (root / marker[cfg.dataset]).exists():
+    if cfg.synthetic.enabled:
         ds.generate(root, **synthetic_params(cfg), progress=progress)
     ds.check_root(root)
+    for split in ds.SPLITS:
+        ds.all_records(root, split=split, trial=cfg.trial)
     return root
 
 

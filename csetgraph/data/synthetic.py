@@ -22,12 +22,23 @@ Everything is deterministic given ``seed``: an identity's appearance depends onl
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import logging
+import os
 import random
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+from csetgraph.errors import DataFolderError
+
+log = logging.getLogger(__name__)
 
 #: SYSU-MM01 camera roles: cameras 1, 2, 4, 5 are RGB, 3 and 6 are near-infrared.
 SYSU_RGB_CAMERAS = (1, 2, 4, 5)
@@ -366,8 +377,218 @@ def sample_pair(
     return vis, ir
 
 
+# ---------------------------------------------------------------------------------------------
+# Writing the layouts. Folders are only written when they are missing, empty or marked as
+# generated here (see _claim_folder); the marker file is written last.
+# ---------------------------------------------------------------------------------------------
+
+#: Bump when the renderer or a layout changes what the generators write: a folder marked
+#: with another version is regenerated instead of reused.
+GENERATOR_VERSION = 1
+#: Written last into a complete synthetic folder: the generator, its version and parameters.
+MARKER = ".csetgraph-synthetic.json"
+#: Written first and removed last: a folder holding only this one is an interrupted generation.
+PARTIAL_MARKER = ".csetgraph-synthetic.partial"
+_MARKERS = (MARKER, PARTIAL_MARKER)
+
+
 def _write_id_file(path: Path, pids: list[int]) -> None:
     path.write_text(",".join(str(p) for p in pids) + "\n")
+
+
+def _write_list(path: Path, lines: list[tuple[str, int]]) -> None:
+    """An idx file in the RegDB/LLCM format: one ``relative/path label`` per line."""
+    path.write_text("".join(f"{rel} {label}\n" for rel, label in lines))
+
+
+@dataclass(frozen=True)
+class _Size:
+    """How many identities and images a generator writes, and how large the images are."""
+
+    num_train_ids: int
+    num_val_ids: int
+    num_test_ids: int
+    images_per_camera: int
+    height: int
+    width: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        if (
+            min(self.num_train_ids + self.num_val_ids, self.num_test_ids, self.images_per_camera)
+            < 1
+            or self.num_val_ids < 0
+        ):
+            raise ValueError("need at least one train id, one test id and one image per camera")
+
+    @property
+    def total(self) -> int:
+        return self.num_train_ids + self.num_val_ids + self.num_test_ids
+
+
+def _shuffled_ids(size: _Size, seed: int) -> list[int]:
+    """Identities ``1 .. total`` in a seeded random order (split membership is not pid order)."""
+    pids = list(range(1, size.total + 1))
+    random.Random(seed).shuffle(pids)
+    return pids
+
+
+def _render_images(
+    root: Path, folder: str, ident: Identity, modality: str, camid: int, names, size: _Size
+) -> list[str]:
+    """Render ``size.images_per_camera`` images into ``root/folder``; their relative paths.
+
+    ``names(n)`` is the file name of image ``n`` (1-based), as the layout numbers it.
+    """
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n in range(size.images_per_camera):
+        rel = f"{folder}/{names(n + 1)}"
+        img = render(
+            ident, modality, camid, n, height=size.height, width=size.width, seed=size.seed
+        )
+        img.save(root / rel, quality=92)
+        paths.append(rel)
+    return paths
+
+
+def _progress(size: _Size, desc: str, progress: bool):
+    from tqdm import tqdm
+
+    return tqdm(range(1, size.total + 1), desc=desc, disable=not progress)
+
+
+def _content_digest(root: Path) -> str:
+    """A digest of every file's relative path and size under ``root`` (markers excluded)."""
+    entries = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder) / name
+            if folder == str(root) and name in _MARKERS:
+                continue
+            entries.append((path.relative_to(root).as_posix(), path.stat().st_size))
+    text = json.dumps(sorted(entries), separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_marker(root: str | Path) -> dict | None:
+    """The marker of a folder generated here (generator, version, data set, parameters)."""
+    path = Path(root) / MARKER
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _foreign_folder_error(root: Path, dataset: str, entries: list[str]) -> DataFolderError:
+    shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+    return DataFolderError(
+        f"refusing to write a synthetic {dataset} data set into {str(root)!r}: the folder "
+        f"holds other files ({shown}) and no {MARKER} marker, so it may be a real data set. "
+        "Synthetic data is generated only into a missing or empty folder, or one it generated "
+        "before. Either point data.root at your real data set with "
+        "data.synthetic.enabled=false (configs/sysu_mm01.yaml, regdb.yaml and llcm.yaml do), "
+        "or point data.root at an empty folder. A synthetic folder written by an older "
+        "csetgraph has no marker: delete it to regenerate it."
+    )
+
+
+def _claim_folder(root: Path, wanted: dict) -> bool:
+    """Decide whether ``root`` may be (re)generated; ``False``: it already holds ``wanted``.
+
+    Missing or empty: generate. Marked complete with the same generator, version, data set
+    and parameters: reuse. Marked complete with others: regenerate, but only if its
+    content is still what was generated (else :class:`DataFolderError`). Marked partial
+    (an interrupted generation): regenerate. Anything else is somebody else's folder:
+    :class:`DataFolderError`, and nothing is written.
+    """
+    entries = [p.name for p in root.iterdir()] if root.is_dir() else []
+    if root.exists() and not root.is_dir():
+        raise DataFolderError(f"{str(root)!r} is a file; data.root must be a folder")
+    marker = read_marker(root)
+    if marker is not None:
+        recorded = {k: v for k, v in marker.items() if k != "content"}
+        if recorded == wanted:
+            # Complete; a partial marker left beside it is from a crash after the last write.
+            (root / PARTIAL_MARKER).unlink(missing_ok=True)
+            return False
+        if marker.get("content") != _content_digest(root):
+            raise DataFolderError(
+                f"{str(root)!r} was generated as synthetic data ({MARKER}) but its files "
+                "changed since, so csetgraph will not regenerate it. Delete the folder to "
+                "regenerate it, or point data.root at an empty folder."
+            )
+        log.warning(
+            "regenerating the synthetic data set in %s: it was generated with %s, wanted %s",
+            root,
+            {k: v for k, v in recorded.items() if wanted.get(k) != v},
+            {k: v for k, v in wanted.items() if recorded.get(k) != v},
+        )
+    elif entries and PARTIAL_MARKER not in entries:
+        raise _foreign_folder_error(root, wanted["dataset"], entries)
+    return True
+
+
+def _clear(root: Path) -> None:
+    """Remove the contents of a folder generated here (the folder itself stays)."""
+    for child in root.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        elif child.name != PARTIAL_MARKER:
+            child.unlink()
+
+
+def _write_marker(root: Path, content: dict) -> None:
+    """Write the marker atomically (temporary file in the folder, then ``os.replace``)."""
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".marker.", suffix=".tmp")
+    with os.fdopen(fd, "w") as file:
+        json.dump(content, file, indent=2, sort_keys=True)
+    os.replace(tmp, root / MARKER)
+
+
+def _generate(root: str | Path, dataset: str, size: _Size, write, progress: bool) -> Path:
+    """Run ``write(root, size, progress)`` on a folder :func:`_claim_folder` allows.
+
+    The partial marker goes first, the complete marker (with a digest of what was written)
+    last, so a folder is either complete and marked, or recognisably unfinished.
+    """
+    root = Path(root)
+    wanted = {
+        "generator": __name__,
+        "version": GENERATOR_VERSION,
+        "dataset": dataset,
+        "params": dataclasses.asdict(size),
+    }
+    if not _claim_folder(root, wanted):
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    (root / PARTIAL_MARKER).write_text(json.dumps(wanted) + "\n")
+    _clear(root)
+    write(root, size, progress)
+    _write_marker(root, {**wanted, "content": _content_digest(root)})
+    (root / PARTIAL_MARKER).unlink()
+    return root
+
+
+def _write_sysu_mm01(root: Path, size: _Size, progress: bool) -> None:
+    pids = _shuffled_ids(size, size.seed)
+    cut = size.num_train_ids + size.num_val_ids
+    train, val, test = (
+        sorted(pids[: size.num_train_ids]),
+        sorted(pids[size.num_train_ids : cut]),
+        sorted(pids[cut:]),
+    )
+    (root / "exp").mkdir(parents=True, exist_ok=True)
+    for pid in _progress(size, "synthetic SYSU-MM01", progress):
+        ident = make_identity(pid, size.seed)
+        for camid in sorted(SYSU_RGB_CAMERAS + SYSU_IR_CAMERAS):
+            modality = "ir" if camid in SYSU_IR_CAMERAS else "vis"
+            folder = f"cam{camid}/{pid:04d}"
+            _render_images(root, folder, ident, modality, camid, "{:04d}.jpg".format, size)
+    for name, ids in (("train", train), ("val", val), ("test", test)):
+        _write_id_file(root / "exp" / f"{name}_id.txt", ids)
 
 
 def generate_sysu_mm01(
@@ -388,40 +609,22 @@ def generate_sysu_mm01(
 
         root/cam{1..6}/{pid:04d}/{n:04d}.jpg      RGB cameras 1, 2, 4, 5; IR cameras 3, 6
         root/exp/train_id.txt, val_id.txt, test_id.txt   one comma-separated line of pids
+        root/.csetgraph-synthetic.json            the marker: generator, version, parameters
 
     Identities are numbered from 1 and assigned to the splits in a seeded random order, so
     that split membership is not the pid order. Every identity appears in every camera.
 
+    ``root`` must be missing, empty, or a folder generated here: one generated with the
+    same parameters is reused as it is, one with other parameters regenerated, and any
+    other folder refused with :class:`~csetgraph.errors.DataFolderError` (nothing written).
+
     Returns:
         The root folder.
     """
-    from tqdm import tqdm
-
-    root = Path(root)
-    total = num_train_ids + num_val_ids + num_test_ids
-    if min(num_train_ids, num_test_ids, images_per_camera) < 1 or num_val_ids < 0:
+    size = _Size(num_train_ids, num_val_ids, num_test_ids, images_per_camera, height, width, seed)
+    if num_train_ids < 1:
         raise ValueError("need at least one train id, one test id and one image per camera")
-    pids = list(range(1, total + 1))
-    random.Random(seed).shuffle(pids)
-    train = sorted(pids[:num_train_ids])
-    val = sorted(pids[num_train_ids : num_train_ids + num_val_ids])
-    test = sorted(pids[num_train_ids + num_val_ids :])
-    (root / "exp").mkdir(parents=True, exist_ok=True)
-    cams = sorted(SYSU_RGB_CAMERAS + SYSU_IR_CAMERAS)
-    for pid in tqdm(range(1, total + 1), desc="synthetic SYSU-MM01", disable=not progress):
-        ident = make_identity(pid, seed)
-        for camid in cams:
-            modality = "ir" if camid in SYSU_IR_CAMERAS else "vis"
-            folder = root / f"cam{camid}" / f"{pid:04d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for n in range(images_per_camera):
-                img = render(ident, modality, camid, n, height=height, width=width, seed=seed)
-                img.save(folder / f"{n + 1:04d}.jpg", quality=92)
-    # The split files go last: their presence marks a complete data set.
-    _write_id_file(root / "exp" / "train_id.txt", train)
-    _write_id_file(root / "exp" / "val_id.txt", val)
-    _write_id_file(root / "exp" / "test_id.txt", test)
-    return root
+    return _generate(root, "sysu_mm01", size, _write_sysu_mm01, progress)
 
 
 #: RegDB has one visible and one thermal camera; the renderer's camera numbers for them.
@@ -429,11 +632,28 @@ REGDB_VISIBLE_CAMERA = 1
 REGDB_THERMAL_CAMERA = 2
 #: Number of train/test splits RegDB distributes (``idx/*_{1..10}.txt``).
 REGDB_TRIALS = 10
+_REGDB_SIDES = (("Visible", "vis", REGDB_VISIBLE_CAMERA), ("Thermal", "ir", REGDB_THERMAL_CAMERA))
 
 
-def _write_list(path: Path, lines: list[tuple[str, int]]) -> None:
-    """An idx file in the RegDB/LLCM format: one ``relative/path label`` per line."""
-    path.write_text("".join(f"{rel} {label}\n" for rel, label in lines))
+def _write_regdb(root: Path, size: _Size, progress: bool) -> None:
+    files: dict[int, list[list[str]]] = {}
+    for pid in _progress(size, "synthetic RegDB", progress):
+        ident = make_identity(pid, size.seed)
+        files[pid] = [
+            _render_images(
+                root, f"{folder}/{pid}", ident, modality, camid, "{:04d}.jpg".format, size
+            )
+            for folder, modality, camid in _REGDB_SIDES
+        ]
+    num_train = size.num_train_ids + size.num_val_ids
+    idx = root / "idx"
+    idx.mkdir()
+    for t in range(1, REGDB_TRIALS + 1):
+        pids = _shuffled_ids(size, size.seed * 1000 + t)
+        for split, chosen in (("train", pids[:num_train]), ("test", pids[num_train:])):
+            for side, name in enumerate(("visible", "thermal")):
+                lines = [(rel, pid - 1) for pid in sorted(chosen) for rel in files[pid][side]]
+                _write_list(idx / f"{split}_{name}_{t}.txt", lines)
 
 
 def generate_regdb(
@@ -455,6 +675,7 @@ def generate_regdb(
         root/Visible/{pid}/{n:04d}.jpg     one visible camera
         root/Thermal/{pid}/{n:04d}.jpg     one thermal camera
         root/idx/{train,test}_{visible,thermal}_{t}.txt   t = 1..10, lines "relative/path label"
+        root/.csetgraph-synthetic.json     the marker: generator, version, parameters
 
     Every identity has ``images_per_camera`` visible and as many thermal images (the real
     RegDB: 412 identities with 10 + 10). Each of the 10 trials draws its own random split
@@ -464,48 +685,44 @@ def generate_regdb(
     for model selection, which is the role ``num_val_ids`` plays here. Labels are the
     0-based identity numbers, the same in every trial.
 
+    ``root`` must be missing, empty, or a folder generated here (see
+    :func:`generate_sysu_mm01`).
+
     Returns:
         The root folder.
     """
-    from tqdm import tqdm
-
-    root = Path(root)
-    num_train = num_train_ids + num_val_ids
-    if min(num_train, num_test_ids, images_per_camera) < 1 or num_val_ids < 0:
-        raise ValueError("need at least one train id, one test id and one image per camera")
-    total = num_train + num_test_ids
-    files: dict[int, tuple[list[str], list[str]]] = {}
-    for pid in tqdm(range(1, total + 1), desc="synthetic RegDB", disable=not progress):
-        ident = make_identity(pid, seed)
-        names = ([], [])
-        for side, (folder, modality, camid) in enumerate(
-            (("Visible", "vis", REGDB_VISIBLE_CAMERA), ("Thermal", "ir", REGDB_THERMAL_CAMERA))
-        ):
-            (root / folder / str(pid)).mkdir(parents=True, exist_ok=True)
-            for n in range(images_per_camera):
-                rel = f"{folder}/{pid}/{n + 1:04d}.jpg"
-                img = render(ident, modality, camid, n, height=height, width=width, seed=seed)
-                img.save(root / rel, quality=92)
-                names[side].append(rel)
-        files[pid] = names
-    # The idx folder goes last: its presence marks a complete data set.
-    tmp = root / "idx.partial"
-    tmp.mkdir(parents=True, exist_ok=True)
-    for t in range(1, REGDB_TRIALS + 1):
-        pids = list(range(1, total + 1))
-        random.Random(seed * 1000 + t).shuffle(pids)
-        for split, chosen in (("train", pids[:num_train]), ("test", pids[num_train:])):
-            for side, name in enumerate(("visible", "thermal")):
-                lines = [(rel, pid - 1) for pid in sorted(chosen) for rel in files[pid][side]]
-                _write_list(tmp / f"{split}_{name}_{t}.txt", lines)
-    tmp.rename(root / "idx")
-    return root
+    size = _Size(num_train_ids, num_val_ids, num_test_ids, images_per_camera, height, width, seed)
+    return _generate(root, "regdb", size, _write_regdb, progress)
 
 
 #: LLCM's nine cameras record visible light by day and near-infrared light by night. Its
 #: test set has no near-infrared images from camera 3; the synthetic set keeps that.
 LLCM_CAMERAS = tuple(range(1, 10))
 LLCM_NIR_TEST_CAMERAS = (1, 2, 4, 5, 6, 7, 8, 9)
+
+
+def _write_llcm(root: Path, size: _Size, progress: bool) -> None:
+    pids = _shuffled_ids(size, size.seed)
+    num_train = size.num_train_ids + size.num_val_ids
+    train, test = set(pids[:num_train]), sorted(pids[num_train:])
+    lists: dict[str, list[tuple[str, int]]] = {"vis": [], "nir": []}
+    for pid in _progress(size, "synthetic LLCM", progress):
+        ident = make_identity(pid, size.seed)
+        is_train = pid in train
+        rng = random.Random(size.seed * 100003 + pid)
+        for modality, kind in (("vis", "vis"), ("nir", "ir")):
+            cams = LLCM_CAMERAS if is_train or modality == "vis" else LLCM_NIR_TEST_CAMERAS
+            prefix = f"{'train' if is_train else 'test'}_{modality}"
+            for camid in sorted(rng.sample(cams, rng.randint(2, 4))):
+                names = f"{pid:04d}_c{camid:02d}_{{:04d}}.jpg".format
+                folder = f"{prefix}/cam{camid}/{pid:04d}"
+                rels = _render_images(root, folder, ident, kind, camid, names, size)
+                if is_train:
+                    lists[modality].extend((rel, pid) for rel in rels)
+    (root / "idx").mkdir(parents=True, exist_ok=True)
+    _write_list(root / "idx" / "train_vis.txt", lists["vis"])
+    _write_list(root / "idx" / "train_nir.txt", lists["nir"])
+    _write_id_file(root / "idx" / "test_id.txt", test)
 
 
 def generate_llcm(
@@ -529,6 +746,7 @@ def generate_llcm(
         root/test_nir/cam{1,2,4..9}/{pid:04d}/*.jpg        (no camera 3, as in LLCM)
         root/idx/train_vis.txt, train_nir.txt    lines "relative/path label"
         root/idx/test_id.txt                     one comma-separated line of pids
+        root/.csetgraph-synthetic.json           the marker: generator, version, parameters
 
     Each identity is seen by a random subset of 2 to 4 of the nine cameras in each modality
     (drawn independently per modality), so identities miss cameras, as in LLCM; camera
@@ -538,40 +756,11 @@ def generate_llcm(
     model selection, which is the role ``num_val_ids`` plays here); labels in the idx files
     are the identity numbers.
 
+    ``root`` must be missing, empty, or a folder generated here (see
+    :func:`generate_sysu_mm01`).
+
     Returns:
         The root folder.
     """
-    from tqdm import tqdm
-
-    root = Path(root)
-    num_train = num_train_ids + num_val_ids
-    if min(num_train, num_test_ids, images_per_camera) < 1 or num_val_ids < 0:
-        raise ValueError("need at least one train id, one test id and one image per camera")
-    total = num_train + num_test_ids
-    pids = list(range(1, total + 1))
-    random.Random(seed).shuffle(pids)
-    train, test = sorted(pids[:num_train]), sorted(pids[num_train:])
-    lists: dict[str, list[tuple[str, int]]] = {"vis": [], "nir": []}
-    for pid in tqdm(range(1, total + 1), desc="synthetic LLCM", disable=not progress):
-        ident = make_identity(pid, seed)
-        is_train = pid in train
-        rng = random.Random(seed * 100003 + pid)
-        for modality, kind in (("vis", "vis"), ("nir", "ir")):
-            cams = LLCM_CAMERAS if is_train or modality == "vis" else LLCM_NIR_TEST_CAMERAS
-            chosen = sorted(rng.sample(cams, rng.randint(2, 4)))
-            prefix = f"{'train' if is_train else 'test'}_{modality}"
-            for camid in chosen:
-                folder = root / prefix / f"cam{camid}" / f"{pid:04d}"
-                folder.mkdir(parents=True, exist_ok=True)
-                for n in range(images_per_camera):
-                    name = f"{pid:04d}_c{camid:02d}_{n + 1:04d}.jpg"
-                    img = render(ident, kind, camid, n, height=height, width=width, seed=seed)
-                    img.save(folder / name, quality=92)
-                    if is_train:
-                        lists[modality].append((f"{prefix}/cam{camid}/{pid:04d}/{name}", pid))
-    (root / "idx").mkdir(parents=True, exist_ok=True)
-    _write_list(root / "idx" / "train_vis.txt", lists["vis"])
-    _write_list(root / "idx" / "train_nir.txt", lists["nir"])
-    # test_id.txt goes last: its presence marks a complete data set.
-    _write_id_file(root / "idx" / "test_id.txt", test)
-    return root
+    size = _Size(num_train_ids, num_val_ids, num_test_ids, images_per_camera, height, width, seed)
+    return _generate(root, "llcm", size, _write_llcm, progress)

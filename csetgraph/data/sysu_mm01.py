@@ -16,7 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from csetgraph.data import synthetic
-from csetgraph.data.records import DatasetLayoutError, Record, check_layout, read_id_file
+from csetgraph.data.records import (
+    DatasetLayoutError,
+    IdFileError,
+    Record,
+    check_layout,
+    read_id_file,
+)
 
 #: The data-set table's entries (see :mod:`csetgraph.data`).
 NAME = "SYSU-MM01"
@@ -46,7 +52,7 @@ def read_ids(root: str | Path, split: str) -> list[int]:
     root = check_root(root)
     path = root / "exp" / f"{split}_id.txt"
     if not path.is_file():
-        raise DatasetLayoutError(
+        raise IdFileError(
             f"missing {str(path)!r}: SYSU-MM01 lists each split's identities in "
             "exp/{train,val,test}_id.txt as one comma-separated line"
         )

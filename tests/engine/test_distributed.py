@@ -34,6 +34,7 @@ STEPS = 4
 def overrides(root, out_dir):
     return [
         f"data.root={root}",
+        "data.synthetic.enabled=false",
         "data.height=32",
         "data.width=16",
         "data.num_ids_per_batch=2",

@@ -64,6 +64,7 @@ def test_ablate_writes_markdown_and_json(sysu_root, tmp_path):
         "--",
         *TINY,
         f"data.root={sysu_root}",
+        "data.synthetic.enabled=false",
         "data.num_ids_per_batch=2",
         "data.num_instances=2",
         "data.num_workers=0",
