@@ -145,6 +145,7 @@ class EvalConfig:
     batch_size: int = 128
     flip: bool = False  # average the embeddings of an image and its mirror
     metric: str = "cosine"
+    amp: str = "auto"  # autocast of feature extraction: auto (on CUDA only) | off | bf16 | fp16
 
 
 @dataclass

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["PROTOCOLS", "RankMetrics", "pairwise_distance", "rank_metrics"]
+__all__ = ["PROTOCOLS", "RankMetrics", "ignored_gallery", "pairwise_distance", "rank_metrics"]
 
 PROTOCOLS = ("sysu", "regdb", "llcm")
 
@@ -92,6 +92,45 @@ class RankMetrics:
         out["mAP"] = float(self.mAP)
         out["mINP"] = float(self.mINP)
         return out
+
+
+def ignored_gallery(protocol: str, q_pids, q_camids, g_pids, g_camids) -> np.ndarray:
+    """The protocol's ignore rule: which gallery items each query must not see.
+
+    The one place the rule is written; :func:`rank_metrics` and the ranked-list figure
+    (:mod:`csetgraph.visualization.ranked`) both use it.
+
+    * ``"sysu"``: a query from camera 3 ignores every camera-2 image (same room);
+    * ``"llcm"``: a query ignores the images of its own identity *and* camera;
+    * ``"regdb"``: nothing is ignored (cameras may be ``None``).
+
+    Args:
+        protocol: ``"sysu"``, ``"regdb"`` or ``"llcm"``.
+        q_pids, q_camids: labels of the queries (scalars for one query, or 1-D arrays).
+        g_pids, g_camids: labels of the gallery items (1-D arrays).
+
+    Returns:
+        Boolean mask, ``True`` = removed from that query's ranked list.
+
+    Shapes:
+        q_*: ``(Q,)`` (or scalars: ``Q = 1`` dropped); g_*: ``(G,)``; output ``(Q, G)``
+        (``(G,)`` for scalar query labels).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    g_pids = np.asarray(g_pids)
+    scalar = np.ndim(q_pids) == 0
+    q_pids = np.atleast_1d(np.asarray(q_pids))[:, None]  # (Q, 1)
+    if protocol == "regdb":
+        out = np.zeros((len(q_pids), len(g_pids)), dtype=bool)
+    else:
+        q_cams = np.atleast_1d(np.asarray(q_camids))[:, None]  # (Q, 1)
+        g_cams = np.asarray(g_camids)[None, :]  # (1, G)
+        if protocol == "sysu":
+            out = (q_cams == 3) & (g_cams == 2)
+        else:  # llcm
+            out = (q_pids == g_pids[None, :]) & (q_cams == g_cams)
+    return out[0] if scalar else out
 
 
 def _labels_to_numpy(x, name: str) -> np.ndarray:
@@ -258,13 +297,6 @@ def rank_metrics(
     # Gallery columns grouped by identity, so that a per-identity minimum is one reduceat.
     by_id = np.argsort(g_code, kind="stable")
     id_starts = np.searchsorted(g_code[by_id], np.arange(num_ids))
-    if protocol == "sysu":
-        q_drops = q_camids == 3  # queries that ignore ...
-        g_dropped = g_camids == 2  # ... these gallery images (same room)
-    elif protocol == "llcm":
-        _, cam_code = np.unique(np.concatenate([q_camids, g_camids]), return_inverse=True)
-        cam_code = cam_code.reshape(-1)
-        q_cam, g_cam = cam_code[:num_q], cam_code[num_q:]
 
     step = _chunk_rows(num_q, num_g, chunk_size)
     # Positions fit in int32 for any realistic gallery, halving the memory traffic.
@@ -282,17 +314,15 @@ def rank_metrics(
         ranked_code = g_code[order]  # (C, G)
         match = ranked_code == qc  # (C, G), ranked order
         # Removed images, in gallery order (for the deduplication) and in ranked order.
-        if protocol == "sysu":
-            removed_g = q_drops[start:stop, None] & g_dropped[None, :]  # (C, G)
-            removed = q_drops[start:stop, None] & g_dropped[order]  # (C, G)
-        elif protocol == "llcm":
-            q_cam_c = q_cam[start:stop, None]  # (C, 1)
-            removed_g = (qc == g_code[None, :]) & (q_cam_c == g_cam[None, :])
-            removed = match & (g_cam[order] == q_cam_c)
+        # Identity codes stand for the pids: equal codes <=> equal pids.
+        removed_g = ignored_gallery(
+            protocol, q_code[start:stop], q_camids[start:stop], g_code, g_camids
+        )  # (C, G)
+        if removed_g.any():
+            removed = np.take_along_axis(removed_g, order, axis=1)  # (C, G), ranked order
+            match &= ~removed
         else:
             removed_g = removed = None
-        if removed is not None:
-            match &= ~removed
 
         # Only true matches matter for AP / INP: handle them as a sparse list. nonzero is
         # row-major, so within a row the matches come in rank order.

@@ -22,59 +22,18 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from csetgraph.config import Config
-from csetgraph.data.datasets import ImageDataset
-from csetgraph.data.records import Record
+from csetgraph.data.records import DIRECTIONS, Record
+from csetgraph.evaluation.features import extract_features
 from csetgraph.evaluation.metrics import pairwise_distance, rank_metrics
 from csetgraph.evaluation.reranking import k_reciprocal_rerank
 
 METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
-
-
-@torch.no_grad()
-def extract_features(
-    model: torch.nn.Module,
-    records: Sequence[Record],
-    modality: str,
-    *,
-    transform: Callable,
-    batch_size: int = 128,
-    device: torch.device | str = "cpu",
-    flip: bool = False,
-    num_workers: int = 0,
-    progress: bool = True,
-    desc: str = "features",
-) -> torch.Tensor:
-    """Embed images of one modality with ``model.embed``; returns ``(n, D)`` on the CPU.
-
-    With ``flip`` the embedding of each image and of its mirror image are averaged and
-    re-normalised.
-    """
-    was_training = model.training
-    model.eval()
-    loader = DataLoader(
-        ImageDataset(records, transform),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-    )
-    out = []
-    try:
-        for images, *_ in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            images = images.to(device, non_blocking=True)
-            feat = model.embed(images, modality)
-            if flip:
-                feat = feat + model.embed(torch.flip(images, dims=[3]), modality)
-                feat = torch.nn.functional.normalize(feat, dim=1)
-            out.append(feat.float().cpu())
-    finally:
-        model.train(was_training)
-    if not out:
-        return torch.empty(0, 0)
-    return torch.cat(out)
+#: Result keys, in the order the papers report them (the direction vocabulary of
+#: :data:`csetgraph.data.records.DIRECTIONS`: "<query>2<gallery>").
+REGDB_DIRECTIONS = ("v2i", "i2v")
+LLCM_DIRECTIONS = ("i2v", "v2i")
 
 
 def summarise(trials: list[dict[str, float]]) -> dict:
@@ -139,7 +98,8 @@ def _score(
 def _rows(features: torch.Tensor, pool: Sequence[Record], subset: Sequence[Record]):
     """The rows of ``features`` (computed for ``pool``) that belong to ``subset``."""
     row = {r.path: i for i, r in enumerate(pool)}
-    return features[torch.tensor([row[r.path] for r in subset], dtype=torch.long)]
+    index = torch.tensor([row[r.path] for r in subset], dtype=torch.long, device=features.device)
+    return features[index]
 
 
 def evaluate_sysu(
@@ -159,6 +119,7 @@ def evaluate_sysu(
     flip: bool = False,
     num_workers: int = 0,
     progress: bool = True,
+    amp: str = "auto",
 ) -> dict[str, dict]:
     """Infrared-to-visible retrieval on SYSU-MM01 (or the synthetic data set in its layout).
 
@@ -181,6 +142,7 @@ def evaluate_sysu(
         flip=flip,
         num_workers=num_workers,
         progress=progress,
+        amp=amp,
     )
     if not modes:
         raise ValueError("modes is empty; pass 'all' and/or 'indoor'")
@@ -231,10 +193,6 @@ def evaluate_sysu(
     return results
 
 
-#: Result keys of the two directions, and (query, gallery) modalities of each.
-DIRECTION_MODALITIES = {"V2I": ("vis", "ir"), "I2V": ("ir", "vis")}
-
-
 def evaluate_regdb(
     model: torch.nn.Module,
     root: str,
@@ -249,8 +207,9 @@ def evaluate_regdb(
     flip: bool = False,
     num_workers: int = 0,
     progress: bool = True,
+    amp: str = "auto",
 ) -> dict[str, dict]:
-    """Visible-to-thermal (``"V2I"``) and thermal-to-visible (``"I2V"``) retrieval on RegDB.
+    """Visible-to-thermal (``"v2i"``) and thermal-to-visible (``"i2v"``) retrieval on RegDB.
 
     One trial only: the RegDB protocol trains one model per trial (``data.trial``, 1-10)
     and tests it on that trial's test split; average the ten runs' results afterwards
@@ -261,7 +220,7 @@ def evaluate_regdb(
     (:func:`csetgraph.data.regdb.val_ids`) for model selection.
 
     Returns:
-        ``{"V2I": {...}, "I2V": {...}}``, each as :func:`summarise` (one trial) plus
+        ``{"v2i": {...}, "i2v": {...}}``, each as :func:`summarise` (one trial) plus
         ``"trial"``, ``"protocol"`` and the query and gallery modalities.
     """
     from csetgraph.data import regdb
@@ -273,6 +232,7 @@ def evaluate_regdb(
         flip=flip,
         num_workers=num_workers,
         progress=progress,
+        amp=amp,
     )
     vis, ir = regdb.test_records(root, trial, split)
     records = {"vis": vis, "ir": ir}
@@ -281,7 +241,8 @@ def evaluate_regdb(
         "ir": extract_features(model, ir, "ir", desc="thermal", **kw),
     }
     results = {}
-    for name, (q_mod, g_mod) in DIRECTION_MODALITIES.items():
+    for name in REGDB_DIRECTIONS:
+        q_mod, g_mod = DIRECTIONS[name]
         scores = _score(
             feats[q_mod],
             records[q_mod],
@@ -315,8 +276,9 @@ def evaluate_llcm(
     flip: bool = False,
     num_workers: int = 0,
     progress: bool = True,
+    amp: str = "auto",
 ) -> dict[str, dict]:
-    """IR-to-VIS (``"I2V"``) and VIS-to-IR (``"V2I"``) retrieval on LLCM, trials 0..trials-1.
+    """IR-to-VIS (``"i2v"``) and VIS-to-IR (``"v2i"``) retrieval on LLCM, trials 0..trials-1.
 
     As DEEN's reference code: the query is every test image of one modality; each trial's
     gallery is one image per identity and camera of the other modality drawn with
@@ -327,7 +289,7 @@ def evaluate_llcm(
     held-out training identities (:func:`csetgraph.data.llcm.val_ids`).
 
     Returns:
-        ``{"I2V": {...}, "V2I": {...}}`` as :func:`summarise` plus ``"protocol"`` and the
+        ``{"i2v": {...}, "v2i": {...}}`` as :func:`summarise` plus ``"protocol"`` and the
         query and gallery modalities.
     """
     from csetgraph.data import llcm
@@ -341,6 +303,7 @@ def evaluate_llcm(
         flip=flip,
         num_workers=num_workers,
         progress=progress,
+        amp=amp,
     )
     records = {m: llcm.test_records(root, m, split) for m in ("ir", "vis")}
     for modality, recs in records.items():
@@ -353,8 +316,8 @@ def evaluate_llcm(
         m: extract_features(model, recs, m, desc=f"{m} images", **kw) for m, recs in records.items()
     }
     results = {}
-    for name in ("I2V", "V2I"):
-        q_mod, g_mod = DIRECTION_MODALITIES[name]
+    for name in LLCM_DIRECTIONS:
+        q_mod, g_mod = DIRECTIONS[name]
         q_q = pairwise_distance(feats[q_mod], feats[q_mod], metric=metric) if rerank else None
         per_trial = []
         for t in range(trials):
@@ -397,8 +360,8 @@ def evaluate_dataset(
     ``cfg.data.dataset`` picks :func:`evaluate_sysu` (modes ``cfg.eval.modes``,
     ``cfg.eval.trials`` trials), :func:`evaluate_regdb` (trial ``cfg.data.trial``, both
     directions) or :func:`evaluate_llcm` (``cfg.eval.trials`` trials, both directions);
-    ``cfg.eval`` gives the metric, batch size and flip averaging. ``shots`` and
-    ``gallery`` apply to SYSU-MM01 only.
+    ``cfg.eval`` gives the metric, batch size, flip averaging and autocast (``eval.amp``).
+    ``shots`` and ``gallery`` apply to SYSU-MM01 only.
     """
     common = dict(
         transform=transform,
@@ -410,6 +373,7 @@ def evaluate_dataset(
         flip=cfg.eval.flip,
         num_workers=cfg.data.num_workers,
         progress=progress,
+        amp=cfg.eval.amp,
     )
     dataset, root = cfg.data.dataset, cfg.data.root
     if dataset != "sysu_mm01" and (shots != 1 or gallery != "random"):

@@ -5,9 +5,10 @@ TensorBoard's ``EventAccumulator``; a resumed run's several files are merged, Te
 dropping the steps a restart repeated). Runs without event files fall back to the epoch
 lines of ``log.txt`` (epoch means of the loss terms, learning rate, validation Rank-1/mAP).
 
-Tags written by :func:`csetgraph.engine.trainer.train`: ``loss/<term>`` per step,
-``epoch_loss/<term>``, ``train/lr`` and ``train/images_per_second`` per epoch, ``val/<metric>``
-per validated epoch (fractions), ``test_<mode>/<metric>`` once after training.
+Tags written by :func:`csetgraph.engine.trainer.train`: ``loss/<term>`` every
+``train.log_every`` steps (the mean over those steps); ``epoch_loss/<term>``, ``train/lr``
+(the epoch's last rate), ``train/lr_first`` and ``train/images_per_second`` per epoch;
+``val/<metric>`` per validated epoch (fractions); ``test_<mode>/<metric>`` after training.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _METRICS = {"rank1": "R-1", "mAP": "mAP", "mINP": "mINP"}
 
 _EPOCH_LINE = re.compile(
     r"epoch (?P<epoch>\d+)/\d+ \| (?P<terms>[^|]*) \| lr (?P<lr>[-+0-9.eE]+) \|"
+    r"(?: from lr (?P<lr_first>[-+0-9.eE]+) \|)?"
     r"(?:.*\| val R-1 (?P<r1>[-0-9.]+) mAP (?P<map>[-0-9.]+))?"
 )
 
@@ -35,8 +37,9 @@ _EPOCH_LINE = re.compile(
 def parse_log(text: str) -> Scalars:
     """Scalars of the epoch lines of a ``log.txt`` (same tags as the event files).
 
-    ``epoch_loss/<term>`` and ``train/lr`` per epoch, ``val/rank1`` and ``val/mAP`` (as
-    fractions) where the line has them. A resumed run's repeated epochs keep the last value.
+    ``epoch_loss/<term>``, ``train/lr`` (the epoch's last rate) and ``train/lr_first`` per
+    epoch, ``val/rank1`` and ``val/mAP`` (as fractions) where the line has them. A resumed
+    run's repeated epochs keep the last value.
     """
     series: dict[str, dict[int, float]] = {}
     for line in text.splitlines():
@@ -48,6 +51,9 @@ def parse_log(text: str) -> Scalars:
         for name, value in zip(words[::2], words[1::2], strict=False):
             series.setdefault(f"epoch_loss/{name}", {})[epoch] = float(value)
         series.setdefault("train/lr", {})[epoch] = float(m["lr"])
+        # The rate the epoch started with (warm-up); the line omits it when it did not change.
+        first = m["lr_first"] if m["lr_first"] is not None else m["lr"]
+        series.setdefault("train/lr_first", {})[epoch] = float(first)
         if m["r1"] is not None:
             series.setdefault("val/rank1", {})[epoch] = float(m["r1"]) / 100
             series.setdefault("val/mAP", {})[epoch] = float(m["map"]) / 100

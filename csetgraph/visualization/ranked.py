@@ -27,8 +27,8 @@ from PIL import Image
 
 from csetgraph.config import Config
 from csetgraph.data.records import Record, load_image
-from csetgraph.evaluation.metrics import pairwise_distance
-from csetgraph.evaluation.protocols import extract_features
+from csetgraph.evaluation.features import extract_features
+from csetgraph.evaluation.metrics import ignored_gallery, pairwise_distance
 from csetgraph.visualization.run import eval_transform
 from csetgraph.visualization.testsets import retrieval_set
 
@@ -39,7 +39,6 @@ __all__ = [
     "choose_queries",
     "compute_ranked_lists",
     "frame_image",
-    "ignored_by_protocol",
     "plot_ranked_lists",
     "ranked_lists",
 ]
@@ -83,24 +82,6 @@ class RankedList:
     entries: list[RankedEntry] = field(default_factory=list)
 
 
-def ignored_by_protocol(
-    protocol: str, q_pid: int, q_cam: int, g_pids: np.ndarray, g_cams: np.ndarray
-) -> np.ndarray:
-    """Gallery images the protocol removes for one query (boolean ``(G,)``).
-
-    ``"sysu"``: camera-2 images when the query is from camera 3; ``"llcm"``: images of the
-    query's identity *and* camera; ``"regdb"``: none.
-    """
-    g_pids, g_cams = np.asarray(g_pids), np.asarray(g_cams)
-    if protocol == "sysu":
-        return (g_cams == 2) & (q_cam == 3)
-    if protocol == "llcm":
-        return (g_pids == q_pid) & (g_cams == q_cam)
-    if protocol == "regdb":
-        return np.zeros(len(g_pids), dtype=bool)
-    raise ValueError(f"protocol must be sysu, regdb or llcm, got {protocol!r}")
-
-
 def ranked_lists(
     dist: np.ndarray,
     query: Sequence[Record],
@@ -115,7 +96,7 @@ def ranked_lists(
         dist: ``(Q, G)`` distances, smaller = closer.
         query, gallery: the records of the rows and columns.
         k: ranked images per query; ignored images in between are kept and marked.
-        protocol: which images to ignore (:func:`ignored_by_protocol`).
+        protocol: which images to ignore (:func:`csetgraph.evaluation.ignored_gallery`).
     """
     dist = np.asarray(dist)
     if dist.shape != (len(query), len(gallery)):
@@ -129,7 +110,7 @@ def ranked_lists(
     g_cams = np.array([r.camid for r in gallery])
     out = []
     for row, q in zip(dist, query, strict=True):
-        ignored = ignored_by_protocol(protocol, q.pid, q.camid, g_pids, g_cams)
+        ignored = ignored_gallery(protocol, q.pid, q.camid, g_pids, g_cams)  # (G,)
         entries: list[RankedEntry] = []
         rank = 0
         for j in np.argsort(row, kind="stable"):
@@ -181,10 +162,16 @@ def compute_ranked_lists(
         raise ValueError(f"query indices {bad} out of range: the query set has {len(rs.query)}")
     chosen = [rs.query[i] for i in queries]
     tf = eval_transform(model, cfg)
-    kw = dict(transform=tf, batch_size=cfg.eval.batch_size, device=device, progress=False)
+    kw = dict(
+        transform=tf,
+        batch_size=cfg.eval.batch_size,
+        device=device,
+        progress=False,
+        amp=cfg.eval.amp,
+    )
     q_feat = extract_features(model, chosen, rs.query_modality, **kw)
     g_feat = extract_features(model, rs.gallery, rs.gallery_modality, **kw)
-    dist = pairwise_distance(q_feat, g_feat, metric=cfg.eval.metric).numpy()  # (q, G)
+    dist = pairwise_distance(q_feat, g_feat, metric=cfg.eval.metric).cpu().numpy()  # (q, G)
     return ranked_lists(dist, chosen, rs.gallery, k=k, protocol=rs.protocol)
 
 

@@ -29,7 +29,7 @@ from matplotlib.lines import Line2D
 
 from csetgraph.config import Config
 from csetgraph.data.records import Record
-from csetgraph.evaluation.protocols import extract_features
+from csetgraph.evaluation.features import extract_features
 from csetgraph.visualization.run import eval_transform
 from csetgraph.visualization.testsets import split_images
 
@@ -131,7 +131,10 @@ def embed_test_images(
                 batch_size=cfg.eval.batch_size,
                 device=device,
                 progress=False,
-            ).numpy()
+                amp=cfg.eval.amp,
+            )
+            .cpu()
+            .numpy()
         )
         recs += chosen
     return ModalityEmbeddings(

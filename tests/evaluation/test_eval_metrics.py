@@ -348,3 +348,26 @@ def test_stable_ranking_of_special_values(dtype):
         res = rank_metrics(distmat, q_pids, g_pids, q_cams, g_cams, protocol, max_rank=12)
         ref = loop_reference(distmat, q_pids, g_pids, q_cams, g_cams, protocol, 12)
         assert_same(res, ref)
+
+
+def test_ignored_gallery_hand_worked():
+    from csetgraph.evaluation import ignored_gallery
+
+    g_pids = np.array([1, 1, 2, 2, 1])
+    g_cams = np.array([2, 1, 2, 4, 3])
+    q_pids, q_cams = np.array([1, 2, 1]), np.array([3, 2, 1])
+    # SYSU-MM01: only the camera-3 query loses the camera-2 images (columns 0 and 2).
+    np.testing.assert_array_equal(
+        ignored_gallery("sysu", q_pids, q_cams, g_pids, g_cams),
+        [[1, 0, 1, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]],
+    )
+    # LLCM: same identity and camera.
+    np.testing.assert_array_equal(
+        ignored_gallery("llcm", q_pids, q_cams, g_pids, g_cams),
+        [[0, 0, 0, 0, 1], [0, 0, 1, 0, 0], [0, 1, 0, 0, 0]],
+    )
+    assert not ignored_gallery("regdb", q_pids, None, g_pids, None).any()
+    # One query as scalars: one row, (G,).
+    np.testing.assert_array_equal(ignored_gallery("llcm", 2, 4, g_pids, g_cams), [0, 0, 0, 1, 0])
+    with pytest.raises(ValueError, match="protocol"):
+        ignored_gallery("market", q_pids, q_cams, g_pids, g_cams)

@@ -65,9 +65,13 @@ def _feats(model: FakeModel, records) -> np.ndarray:
     return torch.nn.functional.normalize(torch.stack(rows), dim=1).numpy().astype(np.float64)
 
 
-def _loop_reference(query, gallery, q_feat, g_feat, protocol):
-    """Rank-1 and mAP by a per-query loop (continuous random features: no ties)."""
-    dist = 1.0 - q_feat @ g_feat.T
+def _loop_reference(query, gallery, q_feat, g_feat, protocol, dist=None):
+    """Rank-1 and mAP by a per-query loop (continuous random features: no ties).
+
+    ``dist`` replaces the cosine distances of the features (re-ranked distances).
+    """
+    if dist is None:
+        dist = 1.0 - q_feat @ g_feat.T
     hits, aps = [], []
     for i, q in enumerate(query):
         keep = []
@@ -138,22 +142,22 @@ def test_onehot_features_give_perfect_retrieval(sysu_root, regdb_root, llcm_root
     sysu = evaluate_sysu(FakeModel(_sysu_records(sysu_root), "onehot"), sysu_root, trials=3, **KW)
     assert list(sysu) == ["all", "indoor"]
     reg = evaluate_regdb(FakeModel(_regdb_records(regdb_root), "onehot"), regdb_root, **KW)
-    assert list(reg) == ["V2I", "I2V"]
+    assert list(reg) == ["v2i", "i2v"]
     ll = evaluate_llcm(FakeModel(_llcm_records(llcm_root), "onehot"), llcm_root, trials=3, **KW)
-    assert list(ll) == ["I2V", "V2I"]
+    assert list(ll) == ["i2v", "v2i"]
     for results in (sysu, reg, ll):
         for res in results.values():
             for key in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP"):
                 assert res["mean"][key] == pytest.approx(1.0)
                 assert res["std"][key] == pytest.approx(0.0)
-    assert reg["V2I"]["query"] == "vis" and reg["V2I"]["gallery"] == "ir"
-    assert reg["I2V"]["trials"][0]["num_query"] == 12 * 3
-    assert reg["I2V"]["trials"][0]["num_gallery"] == 12 * 3
+    assert reg["v2i"]["query"] == "vis" and reg["v2i"]["gallery"] == "ir"
+    assert reg["i2v"]["trials"][0]["num_query"] == 12 * 3
+    assert reg["i2v"]["trials"][0]["num_gallery"] == 12 * 3
 
 
 def test_llcm_counts_queries_whose_only_matches_share_their_camera(llcm_root):
     res = evaluate_llcm(FakeModel(_llcm_records(llcm_root), "onehot"), llcm_root, trials=3, **KW)
-    for name, q_mod in (("I2V", "ir"), ("V2I", "vis")):
+    for name, q_mod in (("i2v", "ir"), ("v2i", "vis")):
         for trial, scores in enumerate(res[name]["trials"]):
             query, gallery = llcm.test_split(llcm_root, q_mod, trial)
             invalid = sum(
@@ -178,14 +182,14 @@ def test_random_features_match_a_loop_reference(dataset, sysu_root, regdb_root, 
         results = evaluate_regdb(model, regdb_root, trial=2, **KW)
         cases = [
             (name, 0, *regdb.test_split(regdb_root, 2, name.lower()), "regdb")
-            for name in ("V2I", "I2V")
+            for name in ("v2i", "i2v")
         ]
     else:
         model = FakeModel(_llcm_records(llcm_root), "random")
         results = evaluate_llcm(model, llcm_root, trials=3, **KW)
         cases = [
             (name, trial, *llcm.test_split(llcm_root, q_mod, trial), "llcm")
-            for name, q_mod in (("I2V", "ir"), ("V2I", "vis"))
+            for name, q_mod in (("i2v", "ir"), ("v2i", "vis"))
             for trial in range(3)
         ]
     for name, trial, query, gallery, protocol in cases:
@@ -224,7 +228,7 @@ def test_dispatcher_reads_the_config(regdb_root, llcm_root):
     )
     model = FakeModel(_regdb_records(regdb_root, 3), "onehot")
     res = evaluate_dataset(model, cfg, device="cpu", transform=TRANSFORM, progress=False)
-    assert res["V2I"]["trial"] == 3 and res["V2I"]["mean"]["rank1"] == 1.0
+    assert res["v2i"]["trial"] == 3 and res["v2i"]["mean"]["rank1"] == 1.0
     held = regdb.val_ids(regdb_root, 3)
     val = evaluate_dataset(
         FakeModel(regdb.train_records(regdb_root, 3, "val"), "onehot"),
@@ -234,7 +238,7 @@ def test_dispatcher_reads_the_config(regdb_root, llcm_root):
         split="val",
         progress=False,
     )
-    assert val["I2V"]["trials"][0]["num_query"] == len(held) * 3
+    assert val["i2v"]["trials"][0]["num_query"] == len(held) * 3
     with pytest.raises(ValueError, match="SYSU-MM01 options"):
         evaluate_dataset(model, cfg, device="cpu", transform=TRANSFORM, shots=10)
     cfg.data = DataConfig(dataset="llcm", root=str(llcm_root), num_workers=0)
@@ -245,7 +249,7 @@ def test_dispatcher_reads_the_config(regdb_root, llcm_root):
         transform=TRANSFORM,
         progress=False,
     )
-    assert len(res["I2V"]["trials"]) == 2
+    assert len(res["i2v"]["trials"]) == 2
 
 
 def test_training_loop_evaluation_goes_through_the_dispatcher(regdb_root):
@@ -256,17 +260,39 @@ def test_training_loop_evaluation_goes_through_the_dispatcher(regdb_root):
     )
     model = FakeModel([], "random")
     res = evaluate_model(model, cfg, "cpu", (0.5,) * 3, (0.5,) * 3, progress=False)
-    assert list(res) == ["V2I", "I2V"] and res["V2I"]["protocol"] == "regdb"
+    assert list(res) == ["v2i", "i2v"] and res["v2i"]["protocol"] == "regdb"
 
 
-def test_reranking_option(regdb_root):
-    onehot = FakeModel(_regdb_records(regdb_root), "onehot")
-    res = evaluate_regdb(onehot, regdb_root, rerank=True, **KW)
-    assert res["V2I"]["mean"]["rank1"] == pytest.approx(1.0)
-    rand = FakeModel(_regdb_records(regdb_root), "random")
-    plain = evaluate_regdb(rand, regdb_root, **KW)["V2I"]["mean"]
-    reranked = evaluate_regdb(rand, regdb_root, rerank=True, **KW)["V2I"]["mean"]
-    assert reranked["mAP"] != plain["mAP"] and 0.0 <= reranked["mAP"] <= 1.0
+@pytest.mark.parametrize("dataset", ["sysu_mm01", "regdb", "llcm"])
+def test_rerank_option_ranks_the_reference_rerankings(
+    dataset, sysu_root, regdb_root, llcm_root, reference_rerank
+):
+    # --rerank: each trial's cosine distances go through the community re-ranking function
+    # (k1=20, k2=6, lambda=0.3), then the protocol; checked against the loop on those.
+    if dataset == "sysu_mm01":
+        model = FakeModel(_sysu_records(sysu_root), "random")
+        results = evaluate_sysu(model, sysu_root, modes=("all",), trials=2, rerank=True, **KW)
+        cases = [("all", t, *sysu_mm01.test_split(sysu_root, "all", t), "sysu") for t in (0, 1)]
+    elif dataset == "regdb":
+        model = FakeModel(_regdb_records(regdb_root), "random")
+        results = evaluate_regdb(model, regdb_root, rerank=True, **KW)
+        cases = [(n, 0, *regdb.test_split(regdb_root, 1, n), "regdb") for n in ("v2i", "i2v")]
+    else:
+        model = FakeModel(_llcm_records(llcm_root), "random")
+        results = evaluate_llcm(model, llcm_root, trials=2, rerank=True, **KW)
+        cases = [
+            (n, t, *llcm.test_split(llcm_root, m, t), "llcm")
+            for n, m in (("i2v", "ir"), ("v2i", "vis"))
+            for t in (0, 1)
+        ]
+    assert cases
+    for name, trial, query, gallery, protocol in cases:
+        q, g = _feats(model, query), _feats(model, gallery)
+        dist = reference_rerank(1.0 - q @ g.T, 1.0 - q @ q.T, 1.0 - g @ g.T)
+        rank1, m_ap = _loop_reference(query, gallery, q, g, protocol, dist=dist)
+        scores = results[name]["trials"][trial]
+        assert scores["rank1"] == pytest.approx(rank1)
+        assert scores["mAP"] == pytest.approx(m_ap, abs=1e-6)
 
 
 def test_empty_sides_get_clear_errors(regdb_root, tmp_path):

@@ -62,6 +62,7 @@ def run(tmp_path_factory):
     )
     overrides = [
         f"data.root={root}",
+        "data.synthetic.enabled=false",
         "data.height=32",
         "data.width=16",
         "data.num_ids_per_batch=2",
@@ -71,11 +72,13 @@ def run(tmp_path_factory):
         "model.depth=2",
         "model.num_heads=2",
         "model.se.layers=[0]",
+        "model.se.ratio=0.5",  # 2 patches: exchange one token
         "model.ca.heads=2",
         "model.mhga.enabled=true",
         "model.mhga.heads=2",
         "train.epochs=1",
         "train.max_steps_per_epoch=2",
+        "train.log_every=1",  # per-step loss scalars
         f"train.output_dir={tmp}",
         "train.run_name=run",
         "eval.trials=1",
@@ -228,7 +231,7 @@ def test_mhga_attention_is_the_branch_of_the_forward_pass(run):
     seen = []
     hook = model.mhga.conv.register_forward_hook(lambda m, inp, out: seen.append(inp))
     with torch.no_grad():
-        model.forward_features(x, "vis")
+        model(x, modality="vis")
         hook.remove()
         nodes, rel = seen[0]
         _, att = model.mhga.conv(nodes, rel, return_attention_weights=True)
@@ -309,7 +312,13 @@ def test_curves_from_event_files_agree_with_the_log(run, tmp_path):
     assert tb["loss/total"][0].tolist() == [1, 2]
     # The epoch mean is the mean of the per-step values, and the log rounds it to 4 digits.
     np.testing.assert_allclose(tb["epoch_loss/total"][1], [tb["loss/total"][1].mean()], rtol=1e-5)
-    for tag in ("epoch_loss/ce", "epoch_loss/tri", "epoch_loss/total", "train/lr"):
+    for tag in (
+        "epoch_loss/ce",
+        "epoch_loss/tri",
+        "epoch_loss/total",
+        "train/lr",
+        "train/lr_first",
+    ):
         np.testing.assert_array_equal(log[tag][0], tb[tag][0])
         np.testing.assert_allclose(log[tag][1], tb[tag][1], atol=6e-5)
     for source in ("tensorboard", "log"):
@@ -345,3 +354,19 @@ def test_visualize_script_writes_every_figure(run, tmp_path, capsys):
     assert "same identity visible-infrared" in capsys.readouterr().out
     assert vis.main(["curves", "--run", str(tmp_path / "nope")]) == 2
     assert "neither TensorBoard event files" in capsys.readouterr().err
+
+
+def test_parse_log_reads_the_warm_up_rate_and_validation():
+    text = (
+        "10:00:01 epoch 1/3 | ce 2.5000 tri 0.3000 total 2.7100 | lr 1.00e-03 | from lr "
+        "1.00e-04 | 50.0 img/s | 3.0s\n"
+        "10:00:04 epoch 2/3 | ce 2.0000 tri 0.2000 total 2.1400 | lr 1.00e-03 | 51.0 img/s | "
+        "3.0s | val R-1 12.50 mAP 20.00\n"
+        "10:00:05 something else\n"
+    )
+    log = parse_log(text)
+    np.testing.assert_array_equal(log["train/lr"][1], [1e-3, 1e-3])
+    np.testing.assert_array_equal(log["train/lr_first"][1], [1e-4, 1e-3])
+    np.testing.assert_array_equal(log["epoch_loss/tri"][0], [1, 2])
+    np.testing.assert_allclose(log["epoch_loss/total"][1], [2.71, 2.14])
+    assert log["val/rank1"][0].tolist() == [2] and log["val/mAP"][1].tolist() == [0.2]
