@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from csetgraph.config import Config, config_from_dict, config_to_dict, save_config
+from csetgraph.data import compare_fingerprints, dataset_fingerprint
 from csetgraph.data.build import build_train_data, ensure_dataset
 from csetgraph.data.datasets import PairedDataset
 from csetgraph.data.samplers import CrossModalityIdentitySampler
@@ -176,6 +177,7 @@ class Trainer:
         if self.dist.world_size > 1:
             torch.distributed.barrier()
         self.data = build_train_data(self.cfg.data)
+        self.fingerprint = _fingerprint(self.cfg) if self.dist.is_main else None
         self._build_model()
         self.loader = self._build_loader()
         self._build_optimiser()
@@ -263,13 +265,26 @@ class Trainer:
         rf.remove_stale_temporaries(self.run_dir / "checkpoints")
         if self.resume is None:
             save_config(self.cfg, self.run_dir / "config.yaml")
+            _write_json(self.run_dir / "fingerprint.json", {"train": self.fingerprint})
         _setup_logging(self.run_dir / "log.txt")
+        self._check_same_data()
         if self.resume is not None:
             log.info("resumed from %s at epoch %d", self.cfg.train.resume, self.start_epoch)
             if self.resume_changes:
                 rf.record_resume(self.run_dir, self.start_epoch, self.resume_changes)
         self.writer = _summary_writer(self.run_dir)
         self._log_start()
+
+    def _check_same_data(self) -> None:
+        """On resume, warn when the data set is not the one the run started on."""
+        path = self.run_dir / "fingerprint.json"
+        if self.resume is None or not path.is_file():
+            return
+        recorded = json.loads(path.read_text()).get("train") or {}
+        changes = compare_fingerprints(recorded, self.fingerprint)
+        if changes:
+            log.warning("the data set differs from the one this run started on: %s",
+                        "; ".join(changes))  # fmt: skip
 
     def _wrap_for_training(self) -> None:
         """DDP and torch.compile wrap the modules the steps call; checkpoints keep the bare ones."""
@@ -443,6 +458,9 @@ class Trainer:
             title = "SYSU-MM01 protocol, infrared -> visible, test identities"
         log.info("final evaluation (%s)\n%s", self.run_dir, format_table(results, title=title))
         _write_json(self.run_dir / "metrics.json", results)
+        path = self.run_dir / "fingerprint.json"
+        recorded = json.loads(path.read_text()) if path.is_file() else {}
+        _write_json(path, {**recorded, "eval": _fingerprint(self.cfg)})
         for mode, res in results.items():
             for k, v in res["mean"].items():
                 self.writer.add_scalar(f"test_{mode}/{k}", v, self.cfg.train.epochs)
@@ -471,6 +489,7 @@ class Trainer:
                 self.writer.close()
             if self.lock is not None:
                 self.lock.release()
+                _close_logging()
             teardown_process()
         return {"run_dir": self.run_dir, "results": results, "epochs": self.cfg.train.epochs,
                 "model": self.model}  # fmt: skip
@@ -504,6 +523,11 @@ def evaluate_model(model, cfg: Config, device, mean, std, *, split="test", progr
 
     tf = build_test_transform(cfg.data.height, cfg.data.width, mean=mean, std=std)
     return evaluate_dataset(model, cfg, device=device, transform=tf, split=split, progress=progress)
+
+
+def _fingerprint(cfg: Config) -> dict:
+    """The data set's fingerprint summary (see :func:`csetgraph.data.dataset_fingerprint`)."""
+    return dataset_fingerprint(cfg.data.root, cfg.data.dataset, cfg.data.trial).to_dict()
 
 
 def _check_input_size(cfg: Config) -> None:
@@ -540,16 +564,24 @@ def _summary_writer(run_dir: Path):
 
 
 def _setup_logging(path: Path) -> None:
+    """The run's messages go to the console and ``log.txt`` (until :func:`_close_logging`)."""
     logger = logging.getLogger("csetgraph")
     logger.setLevel(logging.INFO)
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-        h.close()
+    _close_logging()
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
     for handler in (logging.StreamHandler(), logging.FileHandler(path)):
         handler.setFormatter(fmt)
         logger.addHandler(handler)
     logger.propagate = False
+
+
+def _close_logging() -> None:
+    """Detach the run's handlers, so a later run (same process) never writes to this log."""
+    logger = logging.getLogger("csetgraph")
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    logger.propagate = True
 
 
 __all__ = [

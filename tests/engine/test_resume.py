@@ -10,38 +10,25 @@ from pathlib import Path
 import pytest
 import torch
 
-from csetgraph.config import load_config
+from csetgraph.config import ConfigError, load_config
 from csetgraph.engine import NonFiniteLossError, atomic_save, load_checkpoint, train
-from csetgraph.models.checkpoint import CheckpointError
+from csetgraph.engine import trainer as trainer_mod
+from csetgraph.engine.checkpoint import load_model_state
+from csetgraph.errors import CheckpointError
+from csetgraph.losses import build_criterion
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def tiny_overrides(root, out_dir, name, epochs=3):
-    return [
-        f"data.root={root}",
-        "data.height=32",
-        "data.width=16",
-        "data.num_ids_per_batch=2",
-        "data.num_instances=2",
-        "data.num_workers=0",
-        "model.embed_dim=32",
-        "model.depth=2",
-        "model.num_heads=2",
-        "model.se.direction=both",
-        "model.se.layers=[0]",
-        "model.ca.enabled=true",
-        "model.ca.heads=2",
-        "model.mhga.enabled=true",
-        "model.mhga.heads=2",
-        f"train.epochs={epochs}",
-        "train.max_steps_per_epoch=3",
-        "train.num_threads=1",
-        f"train.output_dir={out_dir}",
-        f"train.run_name={name}",
-        "eval.trials=1",
-        "eval.modes=[all]",
-    ]
+@pytest.fixture
+def overrides(tiny_config, tmp_path):
+    """``overrides(name, epochs)``: the shared tiny config, 3 steps per epoch, one trial."""
+
+    def make(name, epochs=3):
+        extra = [f"train.epochs={epochs}", "train.max_steps_per_epoch=3", "eval.trials=1"]
+        return tiny_config(tmp_path, name, *extra, "eval.modes=[all]")
+
+    return make
 
 
 def final_weights(run_dir):
@@ -49,13 +36,13 @@ def final_weights(run_dir):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_ends_with_the_same_weights(sysu_root, tmp_path):
-    train(load_config(None, tiny_overrides(sysu_root, tmp_path, "straight")), progress=False)
+def test_sigkill_then_resume_ends_with_the_same_weights(overrides, tmp_path):
+    train(load_config(None, overrides("straight")), progress=False)
     reference = final_weights(tmp_path / "straight")
 
     # Same run in a subprocess, killed with SIGKILL once the first epoch's checkpoint exists.
     args = [sys.executable, str(ROOT / "scripts" / "train.py"), "--no-progress"]
-    args += tiny_overrides(sysu_root, tmp_path, "killed", epochs=3)
+    args += overrides("killed", epochs=3)
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = tmp_path / "killed" / "checkpoints" / "last.pt"
     deadline = time.time() + 300
@@ -66,10 +53,7 @@ def test_sigkill_then_resume_ends_with_the_same_weights(sysu_root, tmp_path):
     done = load_checkpoint(tmp_path / "killed")["epoch"]
     assert done < 3, "the run finished before it could be killed; make it longer"
 
-    cfg = load_config(
-        None,
-        [*tiny_overrides(sysu_root, tmp_path, "killed"), f"train.resume={tmp_path / 'killed'}"],
-    )
+    cfg = load_config(None, [*overrides("killed"), f"train.resume={tmp_path / 'killed'}"])
     train(cfg, progress=False)
     resumed = final_weights(tmp_path / "killed")
     assert resumed.keys() == reference.keys()
@@ -91,17 +75,20 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
 
 
-def test_corrupt_and_foreign_checkpoints_are_clear_errors(sysu_root, tmp_path):
-    train(load_config(None, tiny_overrides(sysu_root, tmp_path, "a", epochs=1)), progress=False)
+def test_corrupt_and_foreign_checkpoints_are_clear_errors(overrides, tmp_path):
+    train(load_config(None, overrides("a", epochs=1)), progress=False)
     ckpt = tmp_path / "a" / "checkpoints" / "last.pt"
-    # another model configuration: MHGA off
+    # another model configuration (MHGA off): refused by name, the run keeps its own config
     other = [
-        *tiny_overrides(sysu_root, tmp_path, "a", epochs=2),
+        *overrides("a", epochs=2),
         "model.mhga.enabled=false",
         f"train.resume={tmp_path / 'a'}",
     ]
-    with pytest.raises(CheckpointError, match=r"another model configuration.*unexpected"):
+    with pytest.raises(ConfigError, match=r"model\.mhga\.enabled: run has True, asked False"):
         train(load_config(None, other), progress=False)
+    # weights of another model under the same name: the tensors are named
+    with pytest.raises(CheckpointError, match=r"another model configuration.*unexpected"):
+        load_model_state(torch.nn.Linear(2, 2), torch.load(ckpt, weights_only=True)["model"], "x")
     # a truncated file
     data = ckpt.read_bytes()
     ckpt.write_bytes(data[: len(data) // 2])
@@ -111,14 +98,38 @@ def test_corrupt_and_foreign_checkpoints_are_clear_errors(sysu_root, tmp_path):
         load_checkpoint(tmp_path / "missing")
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(sysu_root, tmp_path):
-    overrides = tiny_overrides(sysu_root, tmp_path, "nan", epochs=1)
-    train(load_config(None, overrides), progress=False)
-    good = final_weights(tmp_path / "nan")
-    poisoned = [*overrides, "train.epochs=2", "loss.triplet_weight=.nan"]
-    cfg = load_config(None, [*poisoned, f"train.resume={tmp_path / 'nan'}"])
-    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+def _nan_after(calls: int):
+    """A build_criterion whose loss turns NaN after ``calls`` good steps."""
+    count = {"n": 0}
+
+    def build(loss_cfg):
+        real = build_criterion(loss_cfg)
+
+        def criterion(out, pids):
+            loss, terms = real(out, pids)
+            count["n"] += 1
+            return (loss * float("nan"), terms) if count["n"] > calls else (loss, terms)
+
+        return criterion
+
+    return build
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(overrides, tmp_path, monkeypatch):
+    # 2 epochs of 3 steps with the loss reading back every 2 steps: the NaN at step 5 (epoch 2)
+    # is seen at the epoch-end read, before epoch 2's checkpoint could be written.
+    cfg = load_config(None, [*overrides("nan", epochs=2), "train.log_every=2"])
+    monkeypatch.setattr(trainer_mod, "build_criterion", _nan_after(4))
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2.*last good checkpoint is .*last\.pt"):
         train(cfg, progress=False)
-    after = final_weights(tmp_path / "nan")
-    for key, value in good.items():
-        torch.testing.assert_close(after[key], value, rtol=0, atol=0)
+    ckpt = load_checkpoint(tmp_path / "nan")
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "nan" / "run.lock").exists()
+    # the run resumes from the good checkpoint
+    monkeypatch.setattr(trainer_mod, "build_criterion", build_criterion)
+    train(
+        load_config(None, [*overrides("nan", epochs=2), f"train.resume={tmp_path / 'nan'}"]),
+        progress=False,
+    )
+    assert load_checkpoint(tmp_path / "nan")["epoch"] == 2
