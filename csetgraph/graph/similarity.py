@@ -58,11 +58,19 @@ def similarity_scores(
         ``S`` with ``S[b, i, j]`` the score of receiving token ``i`` taking sending token ``j``.
 
     Shapes:
-        x_recv, x_send: ``(B, N, d)``; output: ``(B, N, N)``.
+        x_recv, x_send: ``(B, N, d)``; output: ``(B, N, N)``, float32 (float64 for float64 input).
     """
     _check_tokens(x_recv, x_send)
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
+    # Always fp32, whatever the autocast: under fp16, F F^T of tokens with a norm above ~256
+    # overflows to inf and the softmax turns whole rows into NaN, silently spoiling the top-k.
+    dtype = torch.promote_types(x_recv.dtype, torch.float32)  # fp16/bf16 up, fp64 kept
+    with torch.autocast(x_recv.device.type, enabled=False):
+        return _scores(x_recv.to(dtype), x_send.to(dtype), alpha, temperature, eps)
+
+
+def _scores(x_recv: Tensor, x_send: Tensor, alpha: float, temperature: float, eps: float):
     a = torch.softmax(x_recv @ x_recv.transpose(1, 2) / temperature, dim=-1)  # (B, N, N)
     dot = x_recv @ x_send.transpose(1, 2)  # (B, N, N)
     sq_recv = x_recv.pow(2).sum(-1, keepdim=True)  # (B, N, 1)

@@ -147,6 +147,42 @@ def complete_token_graph(
     return torch.stack([src, dst]), rel.reshape(-1)
 
 
+def local_token_graph(
+    h: int, w: int, *, adjacency: str = "sequence", paired: bool = True
+) -> tuple[Tensor, Tensor]:
+    """The ``same`` and ``adjacent`` edges of :func:`complete_token_graph` (no ``distant`` ones).
+
+    MHGA's ``graph="local"`` reading: each token attends only to its own position (in both
+    images of a pair) and its neighbours, a sparse graph of ``O(n)`` edges.
+
+    Shapes:
+        output: ``edge_index (2, E)``, ``edge_type (E,)`` codes in ``{0, 1}``.
+    """
+    edge_index, edge_type = complete_token_graph(h, w, adjacency=adjacency, paired=paired)
+    keep = edge_type != DISTANT
+    return edge_index[:, keep], edge_type[keep]
+
+
+def batch_token_graphs(
+    edge_index: Tensor, edge_type: Tensor, num_nodes: int, batch_size: int
+) -> tuple[Tensor, Tensor]:
+    """``batch_size`` copies of one graph as a single disjoint graph, as PyG's ``Batch`` does.
+
+    Graph ``b`` owns nodes ``b * num_nodes ... (b + 1) * num_nodes - 1``, so node features laid
+    out ``(B, n, C)`` and flattened to ``(B * n, C)`` line up with the edges. Pure tensor
+    arithmetic on the device of ``edge_index``: no Python loop over graphs and no host
+    synchronisation, so it can run inside a compiled forward.
+
+    Shapes:
+        edge_index ``(2, E)``, edge_type ``(E,)`` -> ``(2, B * E)``, ``(B * E,)``; graph-major
+        (all of graph 0's edges first).
+    """
+    E = edge_index.size(1)
+    offsets = torch.arange(batch_size, device=edge_index.device) * num_nodes  # (B,)
+    batched = edge_index.unsqueeze(1) + offsets.view(1, batch_size, 1)  # (2, B, E)
+    return batched.reshape(2, batch_size * E), edge_type.repeat(batch_size)
+
+
 def _add_typed_edges(
     data: HeteroData, rel: Tensor, src_type: str, dst_type: str, src_off: int, dst_off: int, n: int
 ) -> None:

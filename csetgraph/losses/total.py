@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
@@ -9,17 +11,30 @@ from csetgraph.losses.distillation import cross_distillation_loss
 from csetgraph.losses.identity import identity_loss
 from csetgraph.losses.triplet import cross_modal_triplet_loss
 
+if TYPE_CHECKING:
+    from csetgraph.models.cset import CSETOutput
+
 
 class CSETLoss(nn.Module):
-    """Combines the loss terms from a model's output dict.
+    """Combines the loss terms from a model's :class:`~csetgraph.models.cset.CSETOutput`.
 
-    Reads ``logits`` (identity), ``tri_feat``/``tri_modality`` (triplet; the row ``i`` of
-    ``tri_feat`` has pid ``pids[tri_pids_index[i]]``, or ``pids[i]`` without an index) and,
-    when present, ``cd_logits``/``cd_target_logits`` (cross-distillation).
+    Reads ``logits`` (identity), ``tri_feat``/``tri_modality`` (triplet; row ``i`` of
+    ``tri_feat`` has pid ``pids[tri_pids_index[i]]``, or ``pids[i]`` when the index is
+    ``None``) and, when ``cd_logits`` is not ``None``, ``cd_logits``/``cd_target_logits``
+    (cross-distillation).
+
+    Args:
+        triplet_weight: ``beta`` of eq. 10.
+        margin: triplet margin ``m`` of eq. 9.
+        label_smoothing: of the identity loss.
+        distill_weight: ``gamma``, weight of the cross-distillation term.
+        normalize_triplet: L2-normalise the triplet features first (the default, as
+            :class:`~csetgraph.config.LossConfig`; see
+            :func:`~csetgraph.losses.triplet.cross_modal_triplet_loss` for why).
 
     Returns:
-        ``(total, terms)`` where ``terms`` maps ``"ce"``, ``"tri"`` (and ``"cd"``) to detached
-        scalars for logging.
+        ``(total, terms)`` where ``terms`` maps ``"ce"``, ``"tri"`` (and ``"cd"``) and
+        ``"total"`` to detached scalars for logging.
     """
 
     def __init__(
@@ -28,7 +43,7 @@ class CSETLoss(nn.Module):
         margin: float = 0.3,
         label_smoothing: float = 0.0,
         distill_weight: float = 1.0,
-        normalize_triplet: bool = False,
+        normalize_triplet: bool = True,
     ) -> None:
         super().__init__()
         self.triplet_weight = triplet_weight
@@ -38,17 +53,17 @@ class CSETLoss(nn.Module):
         self.normalize_triplet = normalize_triplet
 
     def forward(
-        self, out: dict[str, torch.Tensor], pids: torch.Tensor
+        self, out: CSETOutput, pids: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        ce = identity_loss(out["logits"], pids, self.label_smoothing)
-        tri_pids = pids[out["tri_pids_index"]] if "tri_pids_index" in out else pids
+        ce = identity_loss(out.logits, pids, self.label_smoothing)
+        tri_pids = pids if out.tri_pids_index is None else pids[out.tri_pids_index]
         tri = cross_modal_triplet_loss(
-            out["tri_feat"], tri_pids, out["tri_modality"], self.margin, self.normalize_triplet
+            out.tri_feat, tri_pids, out.tri_modality, self.margin, self.normalize_triplet
         )
         total = ce + self.triplet_weight * tri
         terms = {"ce": ce.detach(), "tri": tri.detach()}
-        if "cd_logits" in out:
-            cd = cross_distillation_loss(out["cd_logits"], out["cd_target_logits"])
+        if out.cd_logits is not None:
+            cd = cross_distillation_loss(out.cd_logits, out.cd_target_logits)
             total = total + self.distill_weight * cd
             terms["cd"] = cd.detach()
         terms["total"] = total.detach()

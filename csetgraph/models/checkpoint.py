@@ -8,14 +8,18 @@ model's patch grid and the patch projection to its kernel, as timm does for its 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from csetgraph.errors import CheckpointError
+
+log = logging.getLogger(__name__)
 
 _WRAPPER_KEYS = ("state_dict", "model", "module", "model_state")
 _PREFIXES = ("module.", "model.", "backbone.", "base.", "encoder.", "vit.")
@@ -96,7 +100,49 @@ def _guess_grid(n: int, new_grid) -> tuple[int, int]:
     )
 
 
-def load_pretrained(model: nn.Module, source: str) -> dict[str, list[str]]:
+@dataclass(frozen=True)
+class PretrainedReport:
+    """How a pretrained file matched an encoder: what :func:`load_pretrained` returns and logs.
+
+    Attributes:
+        origin: the file or timm name the weights came from.
+        total: tensors in the encoder's state dict.
+        matched: encoder tensors filled from the file.
+        missing: encoder tensors the file lacks (they keep their random initialisation).
+        unexpected: tensors of the file the encoder has no place for (heads excluded).
+    """
+
+    origin: str
+    total: int
+    matched: int
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return (
+            f"pretrained {self.origin}: {self.matched} of {self.total} encoder tensors matched, "
+            f"{len(self.missing)} missing, {len(self.unexpected)} unexpected"
+        )
+
+
+def _read_source(source: str) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict of a local file or of a timm model name, and a description of it."""
+    path = Path(source).expanduser()
+    if path.exists() or "/" in source or source.endswith((".pth", ".pt", ".bin", ".safetensors")):
+        return read_state_dict(path), f"checkpoint {str(path)!r}"
+    import timm
+
+    try:
+        ref = timm.create_model(source, pretrained=True, num_classes=0)
+    except Exception as err:
+        raise CheckpointError(
+            f"cannot load pretrained weights {source!r}: not a local file, and timm could "
+            f"not fetch them ({err}). Pass a local checkpoint path instead."
+        ) from err
+    return ref.state_dict(), f"timm weights {source!r}"
+
+
+def load_pretrained(model: nn.Module, source: str) -> PretrainedReport:
     """Load pretrained weights into a timm ViT from a local file or a timm name.
 
     Args:
@@ -104,28 +150,14 @@ def load_pretrained(model: nn.Module, source: str) -> dict[str, list[str]]:
         source: a checkpoint path, or a timm model name whose weights timm downloads.
 
     Returns:
-        ``{"missing": [...], "unexpected": [...]}`` keys, for logging.
+        The matched, missing and unexpected counts (also logged at INFO).
 
     Raises:
-        CheckpointError: unreadable file, unknown name, or weights that do not fit (a
-        different width or depth): the message lists the offending keys.
+        CheckpointError: unreadable file, unknown name, weights that do not fit (a different
+        width or depth: the message lists the offending keys), or fewer than half of the
+        encoder's tensors matched (the message names some of the missing ones).
     """
-    path = Path(source).expanduser()
-    if path.exists() or "/" in source or source.endswith((".pth", ".pt", ".bin", ".safetensors")):
-        state = read_state_dict(path)
-        origin = f"checkpoint {str(path)!r}"
-    else:
-        import timm
-
-        try:
-            ref = timm.create_model(source, pretrained=True, num_classes=0)
-        except Exception as err:
-            raise CheckpointError(
-                f"cannot load pretrained weights {source!r}: not a local file, and timm could "
-                f"not fetch them ({err}). Pass a local checkpoint path instead."
-            ) from err
-        state = ref.state_dict()
-        origin = f"timm weights {source!r}"
+    state, origin = _read_source(source)
     state = filter_vit_checkpoint(state, model)
     target = model.state_dict()
     bad = [
@@ -139,11 +171,17 @@ def load_pretrained(model: nn.Module, source: str) -> dict[str, list[str]]:
             + "; ".join(bad[:5])
             + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         )
-    matched = [k for k in state if k in target]
-    if len(matched) < len(target) // 2:
+    matched = sum(k in target for k in state)
+    if matched < len(target) / 2:
+        missing = [k for k in target if k not in state]
         raise CheckpointError(
-            f"{origin} matches only {len(matched)} of the model's {len(target)} tensors; "
-            "it is not a checkpoint of this backbone"
+            f"{origin} matches only {matched} of the encoder's {len(target)} tensors, so it is "
+            f"not a checkpoint of model.backbone; missing e.g. {', '.join(missing[:5])}. Pass "
+            "weights of the same architecture (timm key layout) in model.pretrained"
         )
     result = model.load_state_dict(state, strict=False)
-    return {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
+    report = PretrainedReport(
+        origin, len(target), matched, tuple(result.missing_keys), tuple(result.unexpected_keys)
+    )
+    log.info("%s", report)
+    return report

@@ -34,19 +34,73 @@ With every switch off this is exactly the baseline of Table 1.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from csetgraph.graph import complete_token_graph, relation_matrix
+from csetgraph.config import PAPER_STRENGTHS
+from csetgraph.data.records import DIRECTIONS, MODALITIES
+from csetgraph.errors import ConfigError
+from csetgraph.graph import (
+    batch_token_graphs,
+    complete_token_graph,
+    local_token_graph,
+    num_selected,
+    relation_matrix,
+)
 from csetgraph.models.encoder import ViTEncoder
 from csetgraph.nn import DenseMHGAConv, MHGAConv, SimilarityExchange
 
-MODALITY_CODES = {"vis": 0, "ir": 1}
-SE_DIRECTIONS = ("none", "i2v", "v2i", "both")
+SE_DIRECTIONS = ("none", *DIRECTIONS, "both")  # the shared "<query>2<gallery>" names
 MHGA_GRAPHS = ("complete", "local")
+MHGA_LAYERS = ("dense", "message_passing")
+
+
+@dataclass
+class CSETOutput:
+    """What the training forward of :class:`CSET` returns; :class:`~csetgraph.losses.CSETLoss`
+    reads these fields by name. Rows are ordered visible then infrared (``B`` pairs).
+
+    Attributes:
+        feat: ``(2B, D)`` neck input of the clean stream (class token, + MHGA feature).
+        logits: ``(2B, classes)`` identity logits of ``feat``.
+        tri_feat: ``(2B, D)`` without heads, else ``(4B, C)``: clean vis, clean ir, mixed vis,
+            mixed ir rows through ``W'``.
+        tri_modality: ``(2B,)`` or ``(4B,)`` modality code of each ``tri_feat`` row
+            (index into :data:`~csetgraph.data.records.MODALITIES`: 0 vis, 1 ir).
+        tri_pids_index: ``None`` (row ``i`` has pid ``pids[i]``) or ``(4B,)`` the ``logits``
+            row whose pid each ``tri_feat`` row has.
+        cd_logits: with CA, ``(2B, classes)`` logits of the attended mixed query, else ``None``.
+        cd_target_logits: with CA, the clean logits they are distilled towards, else ``None``.
+        se_info: one ``{"i2v": ExchangeEdges | None, "v2i": ...}`` per SE layer, in order.
+        streams: with ``return_streams=True``, per block index ``{"clean": {m: (B, N, C)},
+            "mixed": {m: (B, N, C)} | None}``; else ``None``.
+    """
+
+    feat: torch.Tensor
+    logits: torch.Tensor
+    tri_feat: torch.Tensor
+    tri_modality: torch.Tensor
+    tri_pids_index: torch.Tensor | None = None
+    cd_logits: torch.Tensor | None = None
+    cd_target_logits: torch.Tensor | None = None
+    se_info: list = field(default_factory=list)
+    streams: dict | None = None
+
+
+@dataclass
+class _StreamState:
+    """Tokens after the last block: clean and mixed streams, and the MHGA branch input."""
+
+    clean: dict[str, torch.Tensor]
+    mixed: dict[str, torch.Tensor] | None
+    branch: dict[str, torch.Tensor]
+    se_info: list
+    streams: dict | None
 
 
 class BNNeck(nn.Module):
@@ -79,19 +133,51 @@ def feed_forward_head(dim: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout))
 
 
+def check_exchange_size(ratio: float, num_patches: int) -> None:
+    """Refuse an SE ratio that exchanges no token: ``floor(ratio * patches) == 0``.
+
+    Raises:
+        ConfigError: naming the ratio, the patch count and the smallest ratio that works.
+    """
+    if num_selected(num_patches, ratio) > 0:
+        return
+    smallest = math.ceil(1e4 / num_patches) / 1e4  # 1 / patches, rounded up to 4 decimals
+    raise ConfigError(
+        f"model.se.ratio={ratio} exchanges floor({ratio} x {num_patches} patches) = 0 tokens, "
+        f"so SE and CA would only duplicate compute; set model.se.ratio >= {smallest} "
+        "(or model.se.direction=none to switch SE off)"
+    )
+
+
 class MHGABranch(nn.Module):
-    """Extra transformer block per modality, then MHGA over the token graph (residual + norm).
+    r"""Extra transformer block per modality, then MHGA over the token graph (residual + norm).
+
+    For the tokens :math:`F^{L-1}` of one image (or an aligned pair) the branch computes
+
+    .. math::
+        X = \mathrm{LN}_m(\mathrm{Block}_m(F^{L-1})), \qquad
+        Y = \mathrm{LN}(X + \mathrm{MHGA}(X, \mathcal{G})), \qquad
+        g = \tfrac{1}{N} \textstyle\sum_i Y_i
+
+    with :math:`\mathcal{G}` the token graph of :mod:`csetgraph.graph`. The graph's structure
+    is constant, so it is built once and kept as non-persistent buffers: it moves with
+    ``.to(device)`` and is never copied to the device in a forward pass.
 
     Args:
         last_vis_block, last_ir_block: the encoders' last blocks, copied as initialisation.
         dim: token width; heads: attention heads (``dim`` must divide by it).
         grid_size: ``(h, w)`` patch grid; strengths, learn_strengths, adjacency: MHGA options.
-        graph: ``"complete"`` (every token pair, dense layer) or ``"local"`` (only ``same`` and
-            ``adjacent`` edges, sparse :class:`~csetgraph.nn.MHGAConv`).
+        graph: ``"complete"`` (every token pair) or ``"local"`` (only ``same`` and
+            ``adjacent`` edges, always the sparse :class:`~csetgraph.nn.MHGAConv`).
+        layer: for the complete graph, ``"dense"`` (:class:`~csetgraph.nn.DenseMHGAConv` on
+            the relation matrix) or ``"message_passing"`` (:class:`~csetgraph.nn.MHGAConv` on
+            the batched PyG edge list). Both have the same parameters and give the same numbers.
 
     Shapes:
         - :meth:`forward`: tokens ``(B, N, C)`` of one or two modalities -> pooled ``(B, C)``
-          per modality.
+          per modality; with ``return_attention_weights=True`` also the attention
+          ``(B, H, n, n)`` (``[target, source]``, zero where there is no edge) over the
+          ``n = N`` (one modality) or ``2N`` (pair) nodes.
     """
 
     def __init__(
@@ -102,16 +188,19 @@ class MHGABranch(nn.Module):
         *,
         heads: int = 4,
         grid_size: tuple[int, int],
-        strengths: Sequence[float] = (1.0, 0.7, 0.3),
+        strengths: Sequence[float] = PAPER_STRENGTHS,
         learn_strengths: bool = False,
         adjacency: str = "sequence",
         graph: str = "complete",
+        layer: str = "dense",
     ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"mhga heads ({heads}) must divide the token width ({dim})")
         if graph not in MHGA_GRAPHS:
             raise ValueError(f"mhga graph must be one of {MHGA_GRAPHS}, got {graph!r}")
+        if layer not in MHGA_LAYERS:
+            raise ValueError(f"mhga layer must be one of {MHGA_LAYERS}, got {layer!r}")
         self.vis_block = copy.deepcopy(last_vis_block)
         self.ir_block = copy.deepcopy(last_ir_block)
         self.vis_norm = nn.LayerNorm(dim)
@@ -119,49 +208,84 @@ class MHGABranch(nn.Module):
         self.grid_size = tuple(grid_size)
         self.adjacency = adjacency
         self.graph = graph
+        self.layer = layer if graph == "complete" else "message_passing"  # local is sparse
         conv_kwargs = dict(
             heads=heads, concat=True, strengths=tuple(strengths), learn_strengths=learn_strengths
         )
-        if graph == "complete":
-            self.conv = DenseMHGAConv(dim, dim // heads, **conv_kwargs)
-        else:
-            self.conv = MHGAConv(dim, dim // heads, **conv_kwargs)
+        conv_cls = DenseMHGAConv if self.layer == "dense" else MHGAConv
+        self.conv = conv_cls(dim, dim // heads, **conv_kwargs)
         self.out_norm = nn.LayerNorm(dim)
+        self._register_graphs()
+
+    def _register_graphs(self) -> None:
+        """The single-image and pair graphs as buffers (non-persistent: not in state dicts)."""
+        h, w = self.grid_size
+        for paired, name in ((False, "single"), (True, "pair")):
+            if self.layer == "dense":
+                rel = relation_matrix(h, w, adjacency=self.adjacency, paired=paired)
+                self.register_buffer(f"relation_{name}", rel, persistent=False)
+                continue
+            build = complete_token_graph if self.graph == "complete" else local_token_graph
+            edge_index, edge_type = build(h, w, adjacency=self.adjacency, paired=paired)
+            self.register_buffer(f"edge_index_{name}", edge_index, persistent=False)
+            self.register_buffer(f"edge_type_{name}", edge_type, persistent=False)
 
     def block(self, modality: str) -> nn.Module:
+        """The extra transformer block of ``modality``."""
         return self.vis_block if modality == "vis" else self.ir_block
 
-    def _norm(self, modality: str) -> nn.Module:
+    def norm(self, modality: str) -> nn.Module:
+        """The LayerNorm after the extra block of ``modality``."""
         return self.vis_norm if modality == "vis" else self.ir_norm
 
-    def _conv(self, x: torch.Tensor, paired: bool) -> torch.Tensor:
-        h, w = self.grid_size
+    def _conv(
+        self, x: torch.Tensor, paired: bool, return_attention_weights: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         B, n, C = x.shape
-        if self.graph == "complete":
-            rel = relation_matrix(h, w, adjacency=self.adjacency, paired=paired).to(x.device)
-            return self.conv(x, rel)  # (B, n, C)
-        edge_index, edge_type = complete_token_graph(h, w, adjacency=self.adjacency, paired=paired)
-        keep = edge_type < 2  # 'local': same and adjacent edges only
-        edge_index, edge_type = edge_index[:, keep].to(x.device), edge_type[keep].to(x.device)
-        E = edge_index.size(1)
-        offsets = (torch.arange(B, device=x.device) * n).repeat_interleave(E)  # (B*E,)
-        batched = edge_index.repeat(1, B) + offsets  # (2, B*E)
-        out = self.conv(x.reshape(B * n, C), batched, edge_type.repeat(B))  # (B*n, C)
-        return out.view(B, n, C)  # (B, n, C)
+        if self.layer == "dense":
+            rel = self.relation_pair if paired else self.relation_single  # (n, n)
+            return self.conv(x, rel, return_attention_weights=return_attention_weights)
+        edge_index = self.edge_index_pair if paired else self.edge_index_single  # (2, E)
+        edge_type = self.edge_type_pair if paired else self.edge_type_single  # (E,)
+        batched, types = batch_token_graphs(edge_index, edge_type, n, B)  # (2, B*E), (B*E,)
+        out = self.conv(x.reshape(B * n, C), batched, types, return_attention_weights)
+        if not return_attention_weights:
+            return out.view(B, n, C)  # (B, n, C)
+        out, (_, alpha) = out  # alpha (B*E, H)
+        return out.view(B, n, C), _dense_attention(alpha, edge_index, B, n)
 
-    def forward(self, tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Pooled graph features per modality.
+    def forward(
+        self, tokens: dict[str, torch.Tensor], *, return_attention_weights: bool = False
+    ) -> dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Pooled graph features per modality (and the attention, as PyG layers return it).
 
         ``tokens`` holds the block ``L-1`` outputs of ``"vis"`` and ``"ir"`` (aligned pairs:
-        one graph of ``2N`` nodes per pair) or of a single modality (one graph of ``N`` nodes
-        per image).
+        one graph of ``2N`` nodes per pair, visible nodes first) or of a single modality (one
+        graph of ``N`` nodes per image, node 0 the class token).
         """
         names = list(tokens)
-        x = [self._norm(m)(self.block(m)(tokens[m])) for m in names]  # each (B, N, C)
+        x = [self.norm(m)(self.block(m)(tokens[m])) for m in names]  # each (B, N, C)
         N = x[0].shape[1]
         nodes = torch.cat(x, dim=1)  # (B, len(names) * N, C): vis nodes, then ir nodes
-        nodes = self.out_norm(nodes + self._conv(nodes, paired=len(names) == 2))
-        return {m: nodes[:, i * N : (i + 1) * N].mean(dim=1) for i, m in enumerate(names)}
+        conv = self._conv(nodes, len(names) == 2, return_attention_weights)
+        if return_attention_weights:
+            conv, alpha = conv
+        nodes = self.out_norm(nodes + conv)
+        pooled = {m: nodes[:, i * N : (i + 1) * N].mean(dim=1) for i, m in enumerate(names)}
+        return (pooled, alpha) if return_attention_weights else pooled
+
+
+def _dense_attention(alpha: torch.Tensor, edge_index: torch.Tensor, B: int, n: int):
+    """Scatter the per-edge attention of ``B`` batched copies of one graph to ``(B, H, n, n)``.
+
+    ``alpha`` rows follow :func:`~csetgraph.graph.batch_token_graphs` (graph-major), so graph
+    ``b``'s edges are rows ``b * E ... (b + 1) * E - 1`` in ``edge_index``'s order.
+    """
+    E, H = edge_index.size(1), alpha.size(-1)
+    flat = edge_index[1] * n + edge_index[0]  # (E,) position of [target, source]
+    att = alpha.new_zeros(B, H, n * n)
+    att[:, :, flat] = alpha.view(B, E, H).transpose(1, 2)  # (B, H, E)
+    return att.view(B, H, n, n)
 
 
 class CSET(nn.Module):
@@ -178,10 +302,11 @@ class CSET(nn.Module):
         se_direction: ``"none"``, ``"i2v"``, ``"v2i"`` or ``"both"`` (Table 1).
         se_layers: exchange after these blocks (0-based; ``k`` means between blocks ``k`` and
             ``k + 1``, so ``0 <= k <= depth - 2``).
-        se_alpha, se_ratio, se_temperature: similarity exchange options (eq. 1-3).
+        se_alpha, se_ratio, se_temperature: similarity exchange options (eq. 1-3); a ratio that
+            exchanges no token of the patch grid is a :class:`~csetgraph.errors.ConfigError`.
         ca_enabled, ca_heads: cross attention with cross-distillation.
         mhga_enabled, mhga_heads, mhga_strengths, mhga_learn_strengths, mhga_adjacency,
-            mhga_graph: the graph branch.
+            mhga_graph, mhga_layer: the graph branch (see :class:`MHGABranch`).
         mhga_pair_graph: in training, one graph over the ``2N`` tokens of each aligned pair
             (DESIGN.md's reading of the paper) instead of each image's own ``N``-token graph.
             Off by default: a pair graph lets every training image see its partner of the same
@@ -189,9 +314,11 @@ class CSET(nn.Module):
             synthetic data it took Rank-1 from 6.7% (no MHGA) down to 1.4%.
 
     Shapes:
-        - :meth:`forward` (training): ``vis, ir: (B, 3, H, W)`` aligned pairs -> dict.
-        - :meth:`embed`: ``(B, 3, H, W) -> (B, D)``, L2-normalised, ``D`` = width (x2 with
-          MHGA).
+        - ``model(vis, ir)``: ``(B, 3, H, W)`` aligned pairs -> :class:`CSETOutput`.
+        - ``model(images, modality="ir")`` (use in eval mode), :meth:`embed`:
+          ``(B, 3, H, W) -> (B, D)`` L2-normalised, ``D`` = width (x2 with MHGA).
+        - :meth:`forward_features`: ``(B, 3, H, W) -> (B, N, C)`` normed final tokens.
+        - :meth:`forward_head`: tokens ``(B, N, C)`` (+ branch tokens) -> ``(B, D)``.
     """
 
     def __init__(
@@ -217,10 +344,11 @@ class CSET(nn.Module):
         ca_heads: int = 4,
         mhga_enabled: bool = False,
         mhga_heads: int = 4,
-        mhga_strengths: Sequence[float] = (1.0, 0.7, 0.3),
+        mhga_strengths: Sequence[float] = PAPER_STRENGTHS,
         mhga_learn_strengths: bool = False,
         mhga_adjacency: str = "sequence",
         mhga_graph: str = "complete",
+        mhga_layer: str = "dense",
         mhga_pair_graph: bool = False,
     ) -> None:
         super().__init__()
@@ -243,42 +371,19 @@ class CSET(nn.Module):
                 # Both streams start from one initialisation, as they do from ImageNet weights.
                 self.ir_encoder.load_state_dict(self.vis_encoder.state_dict())
         dim = self.vis_encoder.embed_dim
-        depth_ = len(self.vis_encoder.blocks)
         self.dropout = dropout
-
-        if se_direction not in SE_DIRECTIONS:
-            raise ValueError(f"se_direction must be one of {SE_DIRECTIONS}, got {se_direction!r}")
-        self.se_layers = tuple(sorted(set(se_layers))) if se_direction != "none" else ()
-        if se_direction != "none" and not self.se_layers:
-            raise ValueError("se_direction is set but se_layers is empty; list block indices")
-        bad = [k for k in self.se_layers if not 0 <= k <= depth_ - 2]
-        if bad:
-            raise ValueError(
-                f"se_layers {bad} out of range: with {depth_} blocks, exchange after blocks "
-                f"0..{depth_ - 2}"
-            )
-        if (self.se_layers or ca_enabled) and share_encoders:
-            raise ValueError("SE and CA need two encoders; set share_encoders=False")
-        self.se = (
-            SimilarityExchange(
-                alpha=se_alpha, ratio=se_ratio, temperature=se_temperature, direction=se_direction
-            )
-            if self.se_layers
-            else None
+        self._build_exchange(
+            se_direction, se_layers, se_alpha, se_ratio, se_temperature, ca_enabled
         )
-        if ca_enabled and not self.se_layers:
-            raise ValueError("cross attention needs the mixed stream: enable SE (se_direction)")
         # W' heads: triplet space, whenever there is a mixed stream or CA.
         self.tri_heads = (
-            nn.ModuleDict({m: feed_forward_head(dim, dropout) for m in MODALITY_CODES})
+            nn.ModuleDict({m: feed_forward_head(dim, dropout) for m in MODALITIES})
             if self.se_layers
             else None
         )
         self.ca_enabled = ca_enabled
         if ca_enabled:
-            self.ca_heads = nn.ModuleDict(
-                {m: feed_forward_head(dim, dropout) for m in MODALITY_CODES}
-            )
+            self.ca_heads = nn.ModuleDict({m: feed_forward_head(dim, dropout) for m in MODALITIES})
             self.cross_attention = nn.MultiheadAttention(dim, ca_heads, batch_first=True)
             self.ca_norm = nn.LayerNorm(dim)
             self.ca_neck = BNNeck(dim, num_classes)
@@ -293,6 +398,7 @@ class CSET(nn.Module):
                 learn_strengths=mhga_learn_strengths,
                 adjacency=mhga_adjacency,
                 graph=mhga_graph,
+                layer=mhga_layer,
             )
             if mhga_enabled
             else None
@@ -300,6 +406,44 @@ class CSET(nn.Module):
         self.mhga_pair_graph = mhga_pair_graph
         self.feat_dim = dim * (2 if mhga_enabled else 1)
         self.neck = BNNeck(self.feat_dim, num_classes)
+        # The graph buffers are constants: DDP need not broadcast them at every step.
+        self._ddp_params_and_buffers_to_ignore = [
+            name for name, _ in self.named_buffers() if name.startswith("mhga.")
+        ]
+
+    def _build_exchange(
+        self,
+        direction: str,
+        layers: Sequence[int],
+        alpha: float,
+        ratio: float,
+        temperature: float,
+        ca_enabled: bool,
+    ) -> None:
+        """Check the SE and CA switches and build the similarity exchange (or ``None``)."""
+        depth = len(self.vis_encoder.blocks)
+        if direction not in SE_DIRECTIONS:
+            raise ValueError(f"se_direction must be one of {SE_DIRECTIONS}, got {direction!r}")
+        self.se_layers = tuple(sorted(set(layers))) if direction != "none" else ()
+        if direction != "none" and not self.se_layers:
+            raise ValueError("se_direction is set but se_layers is empty; list block indices")
+        bad = [k for k in self.se_layers if not 0 <= k <= depth - 2]
+        if bad:
+            raise ValueError(
+                f"se_layers {bad} out of range: with {depth} blocks, exchange after blocks "
+                f"0..{depth - 2}"
+            )
+        if (self.se_layers or ca_enabled) and self.share_encoders:
+            raise ValueError("SE and CA need two encoders; set share_encoders=False")
+        self.se = None
+        if self.se_layers:
+            self.se = SimilarityExchange(
+                alpha=alpha, ratio=ratio, temperature=temperature, direction=direction
+            )
+            h, w = self.vis_encoder.grid_size
+            check_exchange_size(ratio, h * w)
+        if ca_enabled and not self.se_layers:
+            raise ValueError("cross attention needs the mixed stream: enable SE (se_direction)")
 
     # ------------------------------------------------------------------ helpers
 
@@ -308,54 +452,148 @@ class CSET(nn.Module):
             return self.vis_encoder
         if modality == "ir":
             return self.ir_encoder
-        raise ValueError(f"modality must be 'vis' or 'ir', got {modality!r}")
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
 
     def _run_blocks(self, modality: str, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         for blk in self.encoder(modality).blocks[start:stop]:
             x = blk(x)
         return x
 
-    def _clean_features(
-        self, tokens_final: dict[str, torch.Tensor], tokens_branch: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
-        """Neck input per modality: final class token (+ pooled MHGA feature)."""
-        cls = {m: self.encoder(m).norm(t)[:, 0] for m, t in tokens_final.items()}  # (B, C)
-        if self.mhga is None:
-            return cls
-        if self.mhga_pair_graph:  # one graph of 2N nodes per aligned pair
-            graph = self.mhga(tokens_branch)
-        else:  # each image's own graph of N nodes, in training as at inference
-            graph = {m: self.mhga({m: t})[m] for m, t in tokens_branch.items()}
-        return {m: torch.cat([cls[m], graph[m]], dim=1) for m in cls}  # (B, 2C)
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters to train without weight decay (timm's hook).
+
+        The complete set, so an optimiser needs no rule of its own: the encoders'
+        ``pos_embed`` and ``cls_token`` (as timm's ViT lists them), and every parameter with at
+        most one dimension (norm weights, biases, learned strengths), as timm's and nanoGPT's
+        parameter groups exclude them. Names are those of :meth:`named_parameters`.
+        """
+        embeddings = {"pos_embed", "cls_token", "dist_token", "reg_token"}
+        return {
+            name
+            for name, p in self.named_parameters()
+            if p.ndim <= 1 or name.rsplit(".", 1)[-1] in embeddings
+        }
+
+    # ------------------------------------------------------------------ inference
+
+    def forward_features(
+        self, images: torch.Tensor, modality: str, *, return_branch: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Clean-stream tokens of single images after the final norm, as timm's ViT returns.
+
+        With ``return_branch`` also the tokens after block ``L-1`` (the MHGA branch input,
+        before any norm) that :meth:`forward_head` needs when the model has MHGA.
+
+        Shapes:
+            images ``(B, 3, H, W)`` -> tokens ``(B, N, C)`` (and branch tokens ``(B, N, C)``).
+        """
+        enc = self.encoder(modality)
+        x = enc.embed_tokens(images)  # (B, N, C)
+        depth = len(enc.blocks)
+        branch = x  # with a single block the branch reads the embedded tokens
+        for k, blk in enumerate(enc.blocks):
+            x = blk(x)
+            if k == depth - 2:
+                branch = x
+        x = enc.norm(x)
+        return (x, branch) if return_branch else x
+
+    def forward_head(
+        self,
+        tokens: torch.Tensor,
+        modality: str,
+        branch: torch.Tensor | None = None,
+        *,
+        pre_logits: bool = False,
+    ) -> torch.Tensor:
+        """Pool the class token, append the MHGA feature and apply the neck.
+
+        Args:
+            tokens: :meth:`forward_features` output ``(B, N, C)``.
+            modality: ``"vis"`` or ``"ir"``.
+            branch: the block ``L-1`` tokens (``return_branch=True``); needed with MHGA.
+            pre_logits: return the neck input ``(B, D)`` instead of the embedding.
+
+        Returns:
+            The L2-normalised BatchNorm feature ``(B, D)``: the retrieval embedding.
+        """
+        feat = tokens[:, 0]  # (B, C)
+        if self.mhga is not None:
+            if branch is None:
+                raise ValueError(
+                    "this model has an MHGA branch: pass branch=, the tokens from "
+                    "forward_features(images, modality, return_branch=True)"
+                )
+            feat = torch.cat([feat, self.mhga({modality: branch})[modality]], dim=1)  # (B, 2C)
+        if pre_logits:
+            return feat
+        bn_feat, _ = self.neck(feat)
+        return F.normalize(bn_feat, dim=1)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, modality: str) -> torch.Tensor:
+        """Retrieval embedding of single images of one modality (clean stream only)."""
+        return self(images, modality=modality)
 
     # ------------------------------------------------------------------ training
 
     def forward(
-        self, vis: torch.Tensor, ir: torch.Tensor, *, return_streams: bool = False
-    ) -> dict[str, torch.Tensor]:
-        """Training forward of ``B`` aligned pairs (visible ``b`` and infrared ``b`` share a pid).
+        self,
+        images: torch.Tensor,
+        ir: torch.Tensor | None = None,
+        *,
+        modality: str | None = None,
+        return_streams: bool = False,
+    ) -> CSETOutput | torch.Tensor:
+        """``model(vis, ir)``: training forward of ``B`` aligned pairs -> :class:`CSETOutput`.
 
-        Returns a dict with rows ordered visible then infrared:
-
-        - ``feat`` ``(2B, D)``: neck input (clean stream); ``logits`` ``(2B, classes)``;
-        - ``tri_feat`` ``(2B or 4B, D')``, ``tri_modality``, ``tri_pids_index``: triplet inputs
-          (clean, then mixed rows with SE); ``tri_pids_index`` maps rows to ``logits`` rows;
-        - with CA: ``cd_logits`` (attended mixed query) and ``cd_target_logits`` (clean);
-        - with ``return_streams``: ``streams`` = per block index, the clean and mixed tokens.
+        ``model(images, modality="vis" | "ir")``: the retrieval embedding ``(B, D)`` of single
+        images (call it in eval mode, as torchreid and fast-reid models are called).
         """
-        if vis.shape[0] != ir.shape[0]:
+        if modality is not None:
+            if ir is not None:
+                raise ValueError("pass either model(vis, ir) or model(images, modality=...)")
+            tokens, branch = self.forward_features(images, modality, return_branch=True)
+            return self.forward_head(tokens, modality, branch)
+        if ir is None:
+            raise ValueError(
+                "model(images) needs modality='vis' or 'ir' for an embedding, or a second "
+                "batch of infrared images for the training forward model(vis, ir)"
+            )
+        if images.shape[0] != ir.shape[0]:
             raise ValueError("vis and ir must hold the same number of aligned images")
+        state = self._run_streams(images, ir, return_streams)
+        feats = self._neck_inputs(state)
+        feat = torch.cat([feats["vis"], feats["ir"]])  # (2B, D)
+        _, logits = self.neck(feat)
+        tri_feat, tri_modality, tri_index = self._triplet_inputs(state, feat)
+        cd_logits = self._cross_attention(state) if self.ca_enabled else None
+        return CSETOutput(
+            feat=feat,
+            logits=logits,
+            tri_feat=tri_feat,
+            tri_modality=tri_modality,
+            tri_pids_index=tri_index,
+            cd_logits=cd_logits,
+            cd_target_logits=logits if self.ca_enabled else None,
+            se_info=state.se_info,
+            streams=state.streams,
+        )
+
+    def _run_streams(
+        self, vis: torch.Tensor, ir: torch.Tensor, return_streams: bool
+    ) -> _StreamState:
+        """Step both encoders block by block; SE branches the mixed stream off the clean one."""
         B = vis.shape[0]
         depth = len(self.vis_encoder.blocks)
-        names = ("vis", "ir")
         images = {"vis": vis, "ir": ir}
-        clean = {m: self.encoder(m).embed_tokens(images[m]) for m in names}  # (B, N, C)
+        clean = {m: self.encoder(m).embed_tokens(images[m]) for m in MODALITIES}  # (B, N, C)
         mixed: dict[str, torch.Tensor] | None = None
-        branch: dict[str, torch.Tensor] = {}
-        streams: dict[int, dict] = {}
+        branch = dict(clean)  # F^{L-1}; the embedded tokens when there is a single block
+        streams: dict[int, dict] | None = {} if return_streams else None
         se_info: list = []
         for k in range(depth):
-            for m in names:
+            for m in MODALITIES:
                 if mixed is None:
                     clean[m] = self._run_blocks(m, clean[m], k, k + 1)
                 else:  # clean and mixed through the same block in one call
@@ -368,55 +606,45 @@ class CSET(nn.Module):
                 mixed_vis, mixed_ir, info = self.se(source["vis"], source["ir"])
                 mixed = {"vis": mixed_vis, "ir": mixed_ir}
                 se_info.append(info)
-            if return_streams:
-                streams[k] = {
-                    "clean": {m: t for m, t in clean.items()},
-                    "mixed": None if mixed is None else dict(mixed),
-                }
-        if depth == 1:
-            branch = {m: self.encoder(m).embed_tokens(images[m]) for m in names}
-        feats = self._clean_features(clean, branch)
-        feat = torch.cat([feats["vis"], feats["ir"]])  # (2B, D)
-        _, logits = self.neck(feat)
-        modality = torch.arange(2, device=vis.device).repeat_interleave(B)  # (2B,) 0 vis, 1 ir
-        out = {"feat": feat, "logits": logits, "se_info": se_info}
+            if streams is not None:
+                streams[k] = {"clean": dict(clean), "mixed": None if mixed is None else dict(mixed)}
+        return _StreamState(clean, mixed, branch, se_info, streams)
+
+    def _neck_inputs(self, state: _StreamState) -> dict[str, torch.Tensor]:
+        """Neck input per modality: final class token (+ pooled MHGA feature)."""
+        if self.mhga is not None and self.mhga_pair_graph:  # one graph of 2N nodes per pair
+            cls = {m: self.encoder(m).norm(t)[:, 0] for m, t in state.clean.items()}  # (B, C)
+            graph = self.mhga(state.branch)
+            return {m: torch.cat([cls[m], graph[m]], dim=1) for m in cls}  # (B, 2C)
+        # Each image's own graph of N nodes, in training as at inference.
+        return {
+            m: self.forward_head(self.encoder(m).norm(t), m, state.branch[m], pre_logits=True)
+            for m, t in state.clean.items()
+        }
+
+    def _triplet_inputs(
+        self, state: _StreamState, feat: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Triplet rows, their modality codes and (with heads) the pid row of each."""
+        B = feat.shape[0] // 2
+        modality = torch.arange(2, device=feat.device).repeat_interleave(B)  # (2B,) 0 vis, 1 ir
         if self.tri_heads is None:
-            out.update(tri_feat=feat, tri_modality=modality)
-        else:
-            rows = [self.tri_heads[m](self.encoder(m).norm(clean[m])[:, 0]) for m in names]
-            rows += [self.tri_heads[m](self.encoder(m).norm(mixed[m])[:, 0]) for m in names]
-            out["tri_feat"] = torch.cat(rows)  # (4B, C): clean vis, clean ir, mixed vis, mixed ir
-            out["tri_modality"] = modality.repeat(2)
-            out["tri_pids_index"] = torch.arange(2 * B, device=vis.device).repeat(2)
-        if self.ca_enabled:
-            attended = []
-            for m in names:
-                q = self.ca_heads[m](self.encoder(m).norm(mixed[m]))  # (B, N, C)
-                kv = self.ca_heads[m](self.encoder(m).norm(clean[m]))  # (B, N, C)
-                a, _ = self.cross_attention(q, kv, kv, need_weights=False)
-                attended.append(self.ca_norm(q + a)[:, 0])  # (B, C)
-            _, out["cd_logits"] = self.ca_neck(torch.cat(attended))
-            out["cd_target_logits"] = logits
-        if return_streams:
-            out["streams"] = streams
-        return out
+            return feat, modality, None
+        rows = [self._head_cls(self.tri_heads[m], m, state.clean[m]) for m in MODALITIES]
+        rows += [self._head_cls(self.tri_heads[m], m, state.mixed[m]) for m in MODALITIES]
+        tri_feat = torch.cat(rows)  # (4B, C): clean vis, clean ir, mixed vis, mixed ir
+        return tri_feat, modality.repeat(2), torch.arange(2 * B, device=feat.device).repeat(2)
 
-    # ------------------------------------------------------------------ inference
+    def _head_cls(self, head: nn.Module, modality: str, tokens: torch.Tensor) -> torch.Tensor:
+        return head(self.encoder(modality).norm(tokens)[:, 0])  # (B, C)
 
-    def forward_features(self, images: torch.Tensor, modality: str) -> torch.Tensor:
-        """Neck input of single images through the clean stream: ``(B, D)``."""
-        enc = self.encoder(modality)
-        x = enc.embed_tokens(images)  # (B, N, C)
-        depth = len(enc.blocks)
-        branch = x
-        for k, blk in enumerate(enc.blocks):
-            x = blk(x)
-            if k == depth - 2:
-                branch = x
-        return self._clean_features({modality: x}, {modality: branch})[modality]
-
-    @torch.no_grad()
-    def embed(self, images: torch.Tensor, modality: str) -> torch.Tensor:
-        """Retrieval embedding of single images of one modality (clean stream only)."""
-        bn_feat, _ = self.neck(self.forward_features(images, modality))
-        return F.normalize(bn_feat, dim=1)
+    def _cross_attention(self, state: _StreamState) -> torch.Tensor:
+        """Identity logits of the mixed class token attending to the clean tokens (CA)."""
+        attended = []
+        for m in MODALITIES:
+            q = self.ca_heads[m](self.encoder(m).norm(state.mixed[m]))  # (B, N, C)
+            kv = self.ca_heads[m](self.encoder(m).norm(state.clean[m]))  # (B, N, C)
+            a, _ = self.cross_attention(q, kv, kv, need_weights=False)
+            attended.append(self.ca_norm(q + a)[:, 0])  # (B, C)
+        _, cd_logits = self.ca_neck(torch.cat(attended))
+        return cd_logits

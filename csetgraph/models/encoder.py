@@ -66,8 +66,8 @@ class ViTEncoder(nn.Module):
             _set_patch_stride(vit, patch_stride)
         self.vit = vit
         self.backbone = backbone
-        if pretrained:
-            load_pretrained(vit, pretrained)
+        #: How the pretrained weights matched (``None`` without ``pretrained``).
+        self.pretrained_report = load_pretrained(vit, pretrained) if pretrained else None
 
     @property
     def blocks(self) -> nn.Sequential:

@@ -19,7 +19,7 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import glorot, zeros
 from torch_geometric.utils import softmax
 
-_DEFAULT_STRENGTHS = (1.0, 0.7, 0.3)
+from csetgraph.config import PAPER_STRENGTHS
 
 
 def _init_attention(
@@ -56,7 +56,7 @@ def _init_strengths(module: torch.nn.Module, strengths: Sequence[float], learn: 
     if values.dim() != 1 or values.numel() < 1:
         raise ValueError(
             "strengths must be a flat sequence with one value per relation code "
-            f"(e.g. (1.0, 0.7, 0.3) for same, adjacent, distant), got {strengths!r}"
+            f"(e.g. {PAPER_STRENGTHS} for same, adjacent, distant), got {strengths!r}"
         )
     if learn:
         module.strengths = Parameter(values)
@@ -96,7 +96,8 @@ class MHGAConv(MessagePassing):
         negative_slope: LeakyReLU slope.
         dropout: Dropout probability of the normalised attention coefficients.
         strengths: Strength per edge type, in code order (``same, adjacent, distant`` for
-            token graphs; the paper's ``(1.0, 0.7, 0.3)``). Any number of edge types works.
+            token graphs; default the paper's ``csetgraph.config.PAPER_STRENGTHS``). Any
+            number of edge types works.
         learn_strengths: Make ``strengths`` a parameter instead of a fixed buffer.
         bias: Add a learnable bias.
         **kwargs: Passed to :class:`torch_geometric.nn.conv.MessagePassing`.
@@ -120,7 +121,7 @@ class MHGAConv(MessagePassing):
         concat: bool = True,
         negative_slope: float = 0.2,
         dropout: float = 0.0,
-        strengths: Sequence[float] = _DEFAULT_STRENGTHS,
+        strengths: Sequence[float] = PAPER_STRENGTHS,
         learn_strengths: bool = False,
         bias: bool = True,
         **kwargs,
@@ -289,7 +290,7 @@ class DenseMHGAConv(torch.nn.Module):
         concat: bool = True,
         negative_slope: float = 0.2,
         dropout: float = 0.0,
-        strengths: Sequence[float] = _DEFAULT_STRENGTHS,
+        strengths: Sequence[float] = PAPER_STRENGTHS,
         learn_strengths: bool = False,
         bias: bool = True,
     ):

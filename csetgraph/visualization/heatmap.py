@@ -39,7 +39,6 @@ from PIL import Image
 
 from csetgraph.config import Config
 from csetgraph.data.records import Record, load_image
-from csetgraph.graph import complete_token_graph, relation_matrix
 from csetgraph.models.cset import CSET
 from csetgraph.visualization.run import eval_transform
 
@@ -143,28 +142,9 @@ def mhga_class_attention(model: CSET, images: torch.Tensor, modality: str) -> to
             "this model has no MHGA branch (model.mhga.enabled=false): use the 'attention' "
             "or 'rollout' heat map"
         )
-    enc = model.encoder(modality)
-    branch = model.mhga
-    x = enc.embed_tokens(images)  # (B, N, C)
-    for blk in enc.blocks[:-1]:  # the branch reads block L-1's output
-        x = blk(x)
-    nodes = branch._norm(modality)(branch.block(modality)(x))  # (B, N, C)
-    h, w = branch.grid_size
-    B, n, _ = nodes.shape
-    if branch.graph == "complete":
-        rel = relation_matrix(h, w, adjacency=branch.adjacency, paired=False).to(nodes.device)
-        _, att = branch.conv(nodes, rel, return_attention_weights=True)  # (B, H, n, n)
-    else:  # 'local': sparse same + adjacent edges, one image at a time, scattered densely
-        edge_index, edge_type = complete_token_graph(h, w, adjacency=branch.adjacency, paired=False)
-        keep = edge_type < 2
-        edge_index = edge_index[:, keep].to(nodes.device)
-        edge_type = edge_type[keep].to(nodes.device)
-        att = nodes.new_zeros(B, branch.conv.heads, n, n)
-        for b in range(B):
-            _, (ei, alpha) = branch.conv(
-                nodes[b], edge_index, edge_type, return_attention_weights=True
-            )  # alpha (E, H)
-            att[b][:, ei[1], ei[0]] = alpha.t()  # [target, source]
+    _, branch = model.forward_features(images, modality, return_branch=True)  # (B, N, C)
+    _, att = model.mhga({modality: branch}, return_attention_weights=True)  # (B, H, N, N)
+    B, (h, w) = images.shape[0], model.mhga.grid_size
     row = att.mean(dim=1)[:, 0, 1:]  # (B, h*w): class node over the patch nodes
     return row.reshape(B, h, w)  # (B, h, w)
 

@@ -32,7 +32,8 @@ def n_params(module):
 
 def make(**kw):
     torch.manual_seed(0)
-    return CSET(CLASSES, **TINY, **kw)
+    # 4 x 2 patches: the default ratio 0.1 would exchange no token, which is refused.
+    return CSET(CLASSES, **{**TINY, "se_ratio": 0.25, **kw})
 
 
 def pair(b=4):
@@ -62,10 +63,16 @@ def test_all_switches_off_is_the_two_stream_vit_baseline():
     bn = model.neck.bn
     bn_feat = (feat - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
     out = model(vis, ir)
-    torch.testing.assert_close(out["feat"], feat)
-    torch.testing.assert_close(out["logits"], bn_feat @ model.neck.classifier.weight.T)
+    torch.testing.assert_close(out.feat, feat)
+    torch.testing.assert_close(out.logits, bn_feat @ model.neck.classifier.weight.T)
+    torch.testing.assert_close(out.tri_feat, feat)  # no heads: the triplet reads the neck input
+    assert out.tri_pids_index is None and out.cd_logits is None and out.se_info == []
     torch.testing.assert_close(model.embed(ir, "ir"), F.normalize(bn_feat[4:], dim=1))
-    assert set(out) == {"feat", "logits", "se_info", "tri_feat", "tri_modality"}
+    # timm's names: tokens from forward_features, the embedding from model(x, modality=...)
+    torch.testing.assert_close(
+        model.forward_features(vis, "vis"), refs["vis"].forward_features(vis)
+    )
+    torch.testing.assert_close(model(ir, modality="ir"), F.normalize(bn_feat[4:], dim=1))
     assert {k.split(".")[0] for k in model.state_dict()} == {"vis_encoder", "ir_encoder", "neck"}
 
 
@@ -91,7 +98,7 @@ def test_mixed_stream_differs_from_clean_exactly_at_exchanged_tokens():
     model = make(**FULL).eval()
     vis, ir = pair()
     out = model(vis, ir, return_streams=True)
-    streams, info = out["streams"], out["se_info"][0]
+    streams, info = out.streams, out.se_info[0]
     assert streams[0]["mixed"] is None  # nothing mixed before the first SE layer
     clean, mixed = streams[1]["clean"], streams[1]["mixed"]
     B, N, _ = clean["vis"].shape
@@ -112,7 +119,7 @@ def test_mixed_stream_differs_from_clean_exactly_at_exchanged_tokens():
     ref = make(**{**FULL, "se_direction": "none", "ca_enabled": False})
     ref.load_state_dict(model.state_dict(), strict=False)
     ref.eval()
-    torch.testing.assert_close(ref(vis, ir)["feat"], out["feat"])
+    torch.testing.assert_close(ref(vis, ir).feat, out.feat)
 
 
 def test_embedding_does_not_depend_on_the_batch():
@@ -171,15 +178,16 @@ def test_local_graph_uses_the_sparse_layer_and_runs():
     assert type(model.mhga.conv).__name__ == "MHGAConv"
     assert type(dense.mhga.conv).__name__ == "DenseMHGAConv"
     out = model(*pair())
-    assert out["feat"].shape == (8, 2 * C)
+    assert out.feat.shape == (8, 2 * C)
 
 
 @pytest.mark.parametrize("pair_graph", [False, True])
 def test_pair_graph_decides_whether_an_image_sees_its_partner(pair_graph):
     model = make(mhga_enabled=True, mhga_heads=2, mhga_pair_graph=pair_graph).eval()
     vis, ir = pair()
-    feat = model(vis, ir)["feat"][:4]  # the visible rows
-    other = model(vis, torch.randn_like(ir))["feat"][:4]
+    feat = model(vis, ir).feat[:4]  # the visible rows
+    other = model(vis, torch.randn_like(ir)).feat[:4]
     assert torch.equal(feat, other) is not pair_graph
     if not pair_graph:  # training features equal the inference features
-        torch.testing.assert_close(feat, model.forward_features(vis, "vis"))
+        tokens, branch = model.forward_features(vis, "vis", return_branch=True)
+        torch.testing.assert_close(feat, model.forward_head(tokens, "vis", branch, pre_logits=True))
