@@ -79,14 +79,20 @@ class CAConfig:
     heads: int = 4
 
 
+#: MHGA's relation strengths (same, adjacent, distant), the paper's lambda values (eq. 5). The
+#: one definition: the layers in :mod:`csetgraph.nn` and the model take their default from it.
+PAPER_STRENGTHS: tuple[float, float, float] = (1.0, 0.7, 0.3)
+
+
 @dataclass
 class MHGAConfig:
     enabled: bool = True
     heads: int = 4
-    strengths: list[float] = field(default_factory=lambda: [1.0, 0.7, 0.3])
+    strengths: list[float] = field(default_factory=lambda: list(PAPER_STRENGTHS))
     learn_strengths: bool = False
     adjacency: str = "sequence"  # sequence (the paper's |pos_i - pos_j| = 1) | grid
-    graph: str = "complete"  # complete (dense layer) | local (same + adjacent edges, sparse layer)
+    graph: str = "complete"  # complete (every token pair) | local (same + adjacent edges only)
+    layer: str = "dense"  # complete graph: dense (relation matrix) | message_passing (PyG graph)
     pair_graph: bool = False  # True: train on the 2N-token graph of each pair (see README)
 
 
