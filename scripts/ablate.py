@@ -1,72 +1,87 @@
 #!/usr/bin/env python
-"""Table 1: train and evaluate the six configurations (baseline, SE i2v / v2i / both, + CA,
-+ MHGA) on one data set, and write the table as Markdown and JSON.
+"""Table 1 over several seeds: the six configurations (baseline, SE i2v / v2i / both, + CA,
++ MHGA), each trained with the same N seeds; per metric mean ± std and each row's paired
+difference to the baseline with a 95% t-interval. Writes Markdown and JSON.
 
-    python scripts/ablate.py                                    # synthetic default
+    python scripts/ablate.py                                   # synthetic default, 3 seeds
+    python scripts/ablate.py --seeds 5 train.epochs=4
+    python scripts/ablate.py --rows "baseline,SE both" --split val
     python scripts/ablate.py --config configs/regdb.yaml data.root=/data/RegDB data.trial=1
-    python scripts/ablate.py --rows baseline "SE both" train.epochs=4
 
-Every row uses the same recipe, seed and data; only the switches differ. Results land in
-``<train.output_dir>/ablation/`` (one run folder per row, ``table.md``, ``table.json``).
+Every row uses the same recipe, data and seeds; only the switches differ. ``--split val``
+trains on the training ids only and scores the validation ids (for tuning; the published
+numbers use the test ids). Results land in ``<train.output_dir>/ablation/`` (one run folder
+per row and seed, ``table.md``, ``table.json``). Positional ``key=value`` overrides may
+stand anywhere on the line.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+import time
 from pathlib import Path
 
-from csetgraph.config import ConfigError, load_config
-from csetgraph.engine import train
+from csetgraph.config import load_config
+from csetgraph.errors import ConfigError, run_command
+from csetgraph.experiments import run_seeds, summarise, write_tables
 from csetgraph.models.ablation import TABLE1, ablation_config
 
+REFERENCE = TABLE1[0][0]
 
-def markdown_table(rows: dict[str, dict]) -> str:
-    """Rank-1 and mAP (percent) of each setting (SYSU modes or RegDB/LLCM directions)."""
-    settings = list(next(iter(rows.values())))
-    header = "| configuration | " + " | ".join(f"{s} R-1 | {s} mAP" for s in settings) + " |"
-    lines = [header, "|---" * (1 + 2 * len(settings)) + "|"]
-    for name, res in rows.items():
-        cells = []
-        for s in settings:
-            mean = res[s]["mean"]
-            cells += [f"{100 * mean['rank1']:.2f}", f"{100 * mean['mAP']:.2f}"]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--config", default=None, help="recipe (default: built-in synthetic)")
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=[r[0] for r in TABLE1],
+        help="Table 1 rows, separate or comma-separated (the baseline is always run)",
+    )
+    p.add_argument("--seeds", type=int, default=3, help="seeds per row (default 3)")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. +N-1")
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--output-dir", default=None, help="default: <train.output_dir>/ablation")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--config", default=None, help="recipe (default: built-in synthetic)")
-    parser.add_argument(
-        "--rows", nargs="*", default=[r[0] for r in TABLE1], help="Table 1 rows to run"
-    )
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
-    args = parser.parse_args(argv)
-    try:
-        base = load_config(args.config, args.overrides)
-        configs = {row: ablation_config(base, row) for row in args.rows}
-    except (ConfigError, ValueError) as err:
-        parser.error(str(err))
-    out_dir = Path(base.train.output_dir) / "ablation"
-    results = {}
-    for row, cfg in configs.items():
-        cfg.train.output_dir = str(out_dir)
-        cfg.train.run_name = row.replace(" + ", "+").replace(" ", "_")
-        results[row] = train(cfg, progress=not args.no_progress)["results"]
-    table = markdown_table(results)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "table.md").write_text(
-        f"Table 1 on {base.data.dataset} ({base.data.root})\n\n{table}\n"
-    )
-    (out_dir / "table.json").write_text(json.dumps(results, indent=2))
-    print(table)
-    print(f"\nwritten to {out_dir / 'table.md'} and {out_dir / 'table.json'}")
-    return 0
+    args = build_parser().parse_intermixed_args(argv)
+
+    def body() -> int:
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+        # --rows is greedy: key=value words it swallowed are overrides (rows never hold "=")
+        overrides = [w for w in args.rows if "=" in w] + args.overrides
+        base = load_config(args.config, overrides)
+        rows = [r.strip() for w in args.rows if "=" not in w for r in w.split(",") if r.strip()]
+        rows = [REFERENCE] + [r for r in rows if r != REFERENCE]
+        try:
+            configs = {row: ablation_config(base, row) for row in rows}
+        except ValueError as err:
+            raise ConfigError(f"{err} (pass them to --rows, comma-separated)") from err
+        out_dir = Path(args.output_dir or Path(base.train.output_dir) / "ablation")
+        seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+        t0 = time.time()
+        runs = run_seeds(configs, seeds, out_dir, split=args.split, progress=not args.no_progress)
+        wall = time.time() - t0
+        summary = summarise(runs, REFERENCE)
+
+        title = (
+            f"Table 1 on {base.data.dataset} ({base.data.root}), {args.split} identities, "
+            f"seeds {seeds}, wall time {wall / 60:.1f} min"
+        )
+        extra = {"seeds": seeds, "split": args.split, "wall_seconds": wall, "overrides": overrides}
+        md = write_tables(summary, REFERENCE, out_dir, title, extra)
+        print(md.read_text())
+        print(f"written to {md} and {out_dir / 'table.json'}")
+        return 0
+
+    return run_command(body, debug=args.debug, name="ablate")
 
 
 if __name__ == "__main__":

@@ -77,5 +77,5 @@ def test_ablate_writes_markdown_and_json(sysu_root, tmp_path):
     table = (tmp_path / "ablation" / "table.md").read_text()
     assert "| baseline |" in table and "| SE both + CA + MHGA |" in table
     data = json.loads((tmp_path / "ablation" / "table.json").read_text())
-    assert set(data) == {"baseline", "SE both + CA + MHGA"}
-    assert "all R-1" in out
+    assert set(data["rows"]) == {"baseline", "SE both + CA + MHGA"}
+    assert "all/rank1" in out

@@ -1,0 +1,239 @@
+"""Multi-seed experiments: train several configurations over the same seeds, then compare.
+
+The shared machinery of ``scripts/ablate.py`` (the paper's Table 1) and ``scripts/sweep.py``
+(Figures 3 and 4): each configuration is trained once per seed; per metric the table reports
+the mean and the sample standard deviation over seeds, and each configuration's *paired*
+difference to the reference configuration (the same seeds, so seed-to-seed luck in
+initialisation and batch order largely cancels) with a two-sided Student-t interval:
+
+.. math::
+
+    \\bar d \\pm t_{1-(1-c)/2,\\, n-1} \\; \\frac{s_d}{\\sqrt n},
+    \\qquad d_s = m_s^{\\text{row}} - m_s^{\\text{reference}}
+
+With one seed there is no spread, and the interval is reported as undefined (``null``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from csetgraph.config import Config
+from csetgraph.errors import ConfigError
+
+#: The metrics a table shows (fractions in [0, 1] in JSON, percent in Markdown).
+TABLE_METRICS = ("rank1", "mAP")
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided Student-t interval ``(mean, low, high)``; ``nan`` bounds if n < 2."""
+    from scipy.stats import t as student_t
+
+    x = np.asarray(values, dtype=np.float64)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan
+    half = float(student_t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return mean, mean - half, mean + half
+
+
+def flatten_results(results: dict[str, dict]) -> dict[str, float]:
+    """``{setting: {"mean": {metric: v}}}`` (a protocol's output) -> ``{"setting/metric": v}``."""
+    return {
+        f"{setting}/{metric}": float(value)
+        for setting, res in results.items()
+        for metric, value in res["mean"].items()
+    }
+
+
+def summarise(
+    runs: dict[str, dict[int, dict[str, float]]], reference: str, confidence: float = 0.95
+) -> dict[str, dict]:
+    """Per row and metric: mean, std (ddof 1) and the paired difference to ``reference``.
+
+    Args:
+        runs: ``{row: {seed: {"setting/metric": value}}}``; every row must hold the
+            reference's seeds.
+        reference: the row the differences are taken against (the baseline).
+
+    Returns:
+        ``{row: {metric: {"mean", "std", "n", "values", "diff", "diff_low", "diff_high"}}}``.
+    """
+    if reference not in runs:
+        raise ConfigError(f"the reference row {reference!r} was not run; run it too")
+    seeds = sorted(runs[reference])
+    out: dict[str, dict] = {}
+    for row, by_seed in runs.items():
+        if sorted(by_seed) != seeds:
+            raise ConfigError(f"row {row!r} ran seeds {sorted(by_seed)}, the reference {seeds}")
+        out[row] = {}
+        for metric in runs[reference][seeds[0]]:
+            values = [by_seed[s][metric] for s in seeds]
+            diffs = [by_seed[s][metric] - runs[reference][s][metric] for s in seeds]
+            d, lo, hi = t_interval(diffs, confidence)
+            out[row][metric] = {
+                "mean": float(np.mean(values)),
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+                "n": len(values),
+                "values": values,
+                "diff": d,
+                "diff_low": lo,
+                "diff_high": hi,
+            }
+    return out
+
+
+def _pct(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{100 * v:.2f}"
+
+
+def markdown_table(summary: dict[str, dict], reference: str, confidence: float = 0.95) -> str:
+    """One line per row: mean ± std and the paired difference [interval], in percent."""
+    metrics = [m for m in next(iter(summary.values())) if m.split("/")[-1] in TABLE_METRICS]
+    header = "| configuration | " + " | ".join(f"{m} | Δ{m} vs {reference}" for m in metrics)
+    lines = [header + " |", "|---" * (1 + 2 * len(metrics)) + "|"]
+    for row, res in summary.items():
+        cells = []
+        for m in metrics:
+            r = res[m]
+            cells.append(f"{_pct(r['mean'])} ± {_pct(r['std'])}")
+            if row == reference:
+                cells.append("—")
+            else:
+                cells.append(
+                    f"{100 * r['diff']:+.2f} [{_pct(r['diff_low'])}, {_pct(r['diff_high'])}]"
+                )
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    n = next(iter(next(iter(summary.values())).values()))["n"]
+    note = (
+        f"\nMean ± std over {n} seeds (percent); Δ: paired difference to {reference} "
+        f"over the same seeds with its {100 * confidence:.0f}% t-interval."
+    )
+    return "\n".join(lines) + "\n" + note
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_tables(summary: dict, reference: str, out_dir: Path, title: str, extra: dict) -> Path:
+    """``table.md`` and ``table.json`` in ``out_dir``; returns the Markdown path."""
+    md = f"{title}\n\n{markdown_table(summary, reference)}\n"
+    atomic_write_text(out_dir / "table.md", md)
+    payload = {"title": title, "reference": reference, **extra, "rows": summary}
+    atomic_write_text(out_dir / "table.json", json.dumps(payload, indent=2, allow_nan=True))
+    return out_dir / "table.md"
+
+
+def seeded(cfg: Config, seed: int) -> Config:
+    """A copy of ``cfg`` trained with ``seed`` (the data set itself stays the same)."""
+    out = copy.deepcopy(cfg)
+    out.train.seed = seed
+    return out
+
+
+def run_seeds(
+    configs: dict[str, Config],
+    seeds: Sequence[int],
+    out_dir: Path,
+    *,
+    split: str = "test",
+    progress: bool = True,
+    train_fn: Callable | None = None,
+) -> dict[str, dict[int, dict[str, float]]]:
+    """Train every configuration with every seed; metrics on ``split`` ids ("test" or "val").
+
+    With ``split="val"`` the model trains on the training ids only
+    (``data.train_split=train``) and is scored on the validation ids: the split for
+    tuning. Run folders land in ``out_dir/<row>/seed<k>``.
+    """
+    if split not in ("test", "val"):
+        raise ConfigError(f"split must be 'test' or 'val', got {split!r}")
+    if not seeds:
+        raise ConfigError("no seeds to run: pass --seeds N with N >= 1")
+    runs: dict[str, dict[int, dict[str, float]]] = {}
+    for row, base in configs.items():
+        runs[row] = {}
+        for seed in seeds:
+            cfg = seeded(base, seed)
+            if split == "val":
+                cfg.data.train_split = "train"
+            cfg.train.output_dir = str(out_dir / _slug(row))
+            cfg.train.run_name = f"seed{seed}"
+            runs[row][seed] = flatten_results(train_and_score(cfg, split, progress, train_fn))
+    return runs
+
+
+def train_and_score(cfg: Config, split: str, progress: bool, train_fn=None) -> dict:
+    """Train ``cfg``; its protocol's results on ``split`` ids."""
+    from csetgraph.engine import train
+    from csetgraph.engine.runs import input_stats
+    from csetgraph.engine.trainer import evaluate_model
+
+    out = (train_fn or train)(cfg, progress=progress)
+    if split == "test":
+        return out["results"]
+    model = out["model"]
+    device = next(model.parameters()).device
+    mean, std = input_stats(model, cfg)
+    return evaluate_model(model, cfg, device, mean, std, split="val", progress=progress)
+
+
+def _slug(name: str) -> str:
+    return name.replace(" + ", "+").replace(" ", "_").replace("/", "_").replace("=", "-")
+
+
+def parse_sweep(text: str) -> tuple[str, list[str]]:
+    """``"model.se.alpha=0.1,0.3"`` -> ``("model.se.alpha", ["0.1", "0.3"])``."""
+    key, sep, values = text.partition("=")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not key.strip() or not items:
+        raise ConfigError(
+            f"cannot read the sweep {text!r}: write key=v1,v2,... e.g. model.se.alpha=0.1,0.5,0.9"
+        )
+    return key.strip(), items
+
+
+def plot_sweep(summary: dict[str, dict], key: str, values: list[str], out_dir: Path) -> list[Path]:
+    """One PNG per metric: mean against the swept value, error bars of one std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [f"{key}={v}" for v in values]
+    try:
+        xs = [float(v) for v in values]
+    except ValueError:  # categorical values: plot at their positions
+        xs = list(range(len(values)))
+    paths = []
+    for metric in next(iter(summary.values())):
+        if metric.split("/")[-1] not in TABLE_METRICS:
+            continue
+        means = [100 * summary[r][metric]["mean"] for r in rows]
+        stds = [100 * np.nan_to_num(summary[r][metric]["std"]) for r in rows]
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3)
+        ax.set_xticks(xs, values)
+        ax.set_xlabel(key)
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = out_dir / f"sweep_{_slug(metric)}.png"
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        fig.savefig(tmp, dpi=120)
+        plt.close(fig)
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths
