@@ -78,6 +78,9 @@ class IndexManifest:
         preprocess: how images were prepared: height, width, mean, std.
         threshold: open-set distance threshold (``None``: every result is a match).
         calibration: how the threshold was chosen (target false-match rate, pairs, ...).
+        exclude_cameras: the protocol's camera rule, query camera (as text, for JSON) ->
+            gallery cameras; used by :meth:`GalleryIndex.search` when a query camera is given.
+        source: where the gallery came from (data set, root and split, or an image folder).
     """
 
     kind: str
@@ -87,7 +90,12 @@ class IndexManifest:
     preprocess: dict[str, Any] = field(default_factory=dict)
     threshold: float | None = None
     calibration: dict[str, Any] = field(default_factory=dict)
+    exclude_cameras: dict[str, list[int]] = field(default_factory=dict)
+    source: dict[str, str] = field(default_factory=dict)
     version: int = FORMAT_VERSION
+
+    def camera_rule(self) -> dict[int, set[int]]:
+        return {int(q): set(g) for q, g in self.exclude_cameras.items()}
 
 
 def _check_features(features: Any, what: str) -> np.ndarray:
@@ -295,7 +303,7 @@ class GalleryIndex:
             k: results per query.
             query_camids: each query's camera (needed for ``exclude_cameras``).
             exclude_cameras: query camera -> gallery cameras it must not return
-                (SYSU-MM01: ``{3: {2}}``).
+                (SYSU-MM01: ``{3: {2}}``); ``None``: the manifest's rule, if any.
             model: ``{"run", "weights"}`` of the model that embedded the queries; refused
                 when it is not the index's.
 
@@ -311,7 +319,9 @@ class GalleryIndex:
         x = _check_features(x, "query features")
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
-        groups = self._camera_groups(len(x), query_camids, exclude_cameras or {})
+        if exclude_cameras is None:
+            exclude_cameras = self.manifest.camera_rule() if query_camids is not None else {}
+        groups = self._camera_groups(len(x), query_camids, exclude_cameras)
         sims = np.full((len(x), k), -np.inf, dtype=np.float32)
         indices = np.full((len(x), k), -1, dtype=np.int64)
         for cameras, rows in groups.items():
