@@ -95,13 +95,8 @@ def _parse_device(name: str, option: str) -> torch.device:
         ) from None
 
 
-def _check_cuda(device: torch.device, dist_info: DistInfo, option: str) -> None:
-    """A CUDA device that exists and, under torchrun, belongs to this process alone."""
-    if not torch.cuda.is_available():
-        raise ConfigError(
-            f"{option}={device} but CUDA is not available (no GPU, or a CPU-only build of "
-            f"torch): use {option}=cpu, or {option}=auto to use a GPU only when there is one"
-        )
+def _check_gpu_index(device: torch.device, dist_info: DistInfo, option: str) -> None:
+    """A GPU index this machine has and, under torchrun, that belongs to this process alone."""
     count = torch.cuda.device_count()
     if device.index >= count:
         if dist_info.world_size > 1 and device.index == dist_info.local_rank:
@@ -142,6 +137,11 @@ def resolve_device(
     device = _parse_device(name, option)
     if device.type != "cuda":
         return device
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"{option}={name} but CUDA is not available (no GPU, or a CPU-only build of "
+            f"torch): use {option}=cpu, or {option}=auto to use a GPU only when there is one"
+        )
     if device.index is None:
         device = torch.device("cuda", dist_info.local_rank)
     elif dist_info.local_world_size > 1:
@@ -150,7 +150,7 @@ def resolve_device(
             f"this node would put them all on one GPU: use {option}=cuda or auto (each "
             f"process takes cuda:LOCAL_RANK), and CUDA_VISIBLE_DEVICES to choose the GPUs"
         )
-    _check_cuda(device, dist_info, option)
+    _check_gpu_index(device, dist_info, option)
     return device
 
 
