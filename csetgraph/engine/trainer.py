@@ -543,12 +543,25 @@ def _save(obj, path: Path, folder: Path) -> None:
     """An atomic checkpoint write; a failed one (full disk, ...) keeps the previous file."""
     try:
         atomic_save(obj, path)
-    except OSError as err:
+    except Exception as exc:
+        err = _os_error_in(exc)
+        if err is None:
+            raise
         raise CheckpointError(
             f"could not write {path} ({err.strerror or err}); the previous checkpoints in "
             f"{folder} are intact. Free some space, then resume with "
             f"train.resume={folder.parent}"
         ) from err
+
+
+def _os_error_in(exc: BaseException | None) -> OSError | None:
+    """The OSError behind ``exc``: torch.save reports a failed write (full disk, I/O error)
+    as a RuntimeError from its zip writer, with the OSError as its context."""
+    while exc is not None:
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _write_json(path: Path, obj) -> None:
