@@ -29,18 +29,10 @@ import re
 from pathlib import Path
 
 from csetgraph.data import synthetic
-from csetgraph.data.records import (
-    DIRECTIONS as DIRECTION_MODALITIES,
-)
-from csetgraph.data.records import (
-    DatasetLayoutError,
-    IdFileError,
-    Record,
-    check_layout,
-    check_listed_files,
-    read_id_file,
-)
+from csetgraph.data.records import DIRECTIONS as DIRECTION_MODALITIES
+from csetgraph.data.records import Record, check_layout, check_listed_files, read_id_file
 from csetgraph.data.regdb import TRAIN_SPLITS, VAL_FRACTION, hold_out_ids, read_list
+from csetgraph.errors import DatasetLayoutError, IdFileError
 
 #: The data-set table's entries (see :mod:`csetgraph.data`).
 NAME = "LLCM"

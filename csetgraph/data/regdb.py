@@ -28,13 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from csetgraph.data import synthetic
-from csetgraph.data.records import (
-    DatasetLayoutError,
-    IdFileError,
-    Record,
-    check_layout,
-    check_listed_files,
-)
+from csetgraph.data.records import Record, check_layout, check_listed_files
+from csetgraph.errors import DatasetLayoutError, IdFileError
 
 #: The data-set table's entries (see :mod:`csetgraph.data`).
 NAME = "RegDB"

@@ -16,13 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from csetgraph.data import synthetic
-from csetgraph.data.records import (
-    DatasetLayoutError,
-    IdFileError,
-    Record,
-    check_layout,
-    read_id_file,
-)
+from csetgraph.data.records import Record, check_layout, read_id_file
+from csetgraph.errors import DatasetLayoutError, IdFileError
 
 #: The data-set table's entries (see :mod:`csetgraph.data`).
 NAME = "SYSU-MM01"
