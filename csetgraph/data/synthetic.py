@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -458,6 +459,20 @@ def _progress(size: _Size, desc: str, progress: bool):
     return tqdm(range(1, size.total + 1), desc=desc, disable=not progress)
 
 
+def renderer_digest() -> str:
+    """A digest of the renderer's source (identities, patterns, cameras, rendering).
+
+    Recorded in the marker beside :data:`GENERATOR_VERSION`, so a folder rendered by an
+    older renderer is regenerated even if nobody bumped the version.
+    """
+    parts = [_PATTERNS, _ACCESSORIES, _HAIR, _LOGOS, _MATERIALS, _PALETTE]
+    try:
+        parts += [inspect.getsource(f) for f in (make_identity, _pattern, _camera_rng, render)]
+    except OSError:  # no source shipped (a frozen install): the version alone decides
+        parts.append("no-source")
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
 def _content_digest(root: Path) -> str:
     """A digest of every file's relative path and size under ``root`` (markers excluded)."""
     entries = []
@@ -558,6 +573,7 @@ def _generate(root: str | Path, dataset: str, size: _Size, write, progress: bool
     wanted = {
         "generator": __name__,
         "version": GENERATOR_VERSION,
+        "renderer": renderer_digest(),
         "dataset": dataset,
         "params": dataclasses.asdict(size),
     }

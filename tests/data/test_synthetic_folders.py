@@ -7,6 +7,8 @@ after: nothing a user owns may change.
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -175,3 +177,27 @@ def test_real_data_recipes_never_generate():
         cfg = load_config(ROOT / "configs" / name)
         assert cfg.data.synthetic.enabled is False, name
         assert cfg.data.dataset == name.removesuffix(".yaml")
+
+
+def test_a_set_from_another_renderer_is_regenerated(tmp_path, monkeypatch, caplog):
+    root = tmp_path / "syn"
+    ensure_dataset(_config(root), progress=False)
+    marker = json.loads((root / synthetic.MARKER).read_text())
+    assert marker["renderer"] == synthetic.renderer_digest()
+    marker["renderer"] = "an older renderer"
+    (root / synthetic.MARKER).write_text(json.dumps(marker))
+    before = _checksums(root)
+    with caplog.at_level(logging.WARNING, logger="csetgraph.data.synthetic"):
+        ensure_dataset(_config(root), progress=False)
+    assert "regenerating the synthetic data set" in caplog.text and "older renderer" in caplog.text
+    assert synthetic.read_marker(root)["renderer"] == synthetic.renderer_digest()
+    after = _checksums(root)
+    # The same renderer in fact: the same images; only the marker was rewritten.
+    assert {k: v for k, v in after.items() if k != synthetic.MARKER} == {
+        k: v for k, v in before.items() if k != synthetic.MARKER
+    }
+    assert after[synthetic.MARKER] != before[synthetic.MARKER]
+    # Another renderer gives another digest.
+    digest = synthetic.renderer_digest()
+    monkeypatch.setattr(synthetic, "render", lambda *args, **kwargs: None)
+    assert synthetic.renderer_digest() != digest
