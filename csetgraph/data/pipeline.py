@@ -12,8 +12,8 @@ Two pipelines, chosen with ``data.pipeline``:
   and a resumed run augments as the uninterrupted one did. Workers stay alive across epochs
   (``persistent_workers``).
 - ``"pil"``: the reference. Each worker decodes, resizes and augments every image with PIL and
-  torchvision (:func:`~csetgraph.data.transforms.build_train_transform`), exactly as before
-  this module existed: same DataLoader, same random streams.
+  torchvision (:func:`~csetgraph.data.transforms.build_train_transform`), with the DataLoader
+  the trainer built before this module existed: same batches, same random streams.
 
 Either way :func:`build_train_loader` returns a :class:`TrainLoader` whose iteration yields
 ``(vis, ir, vis_pid, ir_pid)`` already on the device.
@@ -242,7 +242,7 @@ def build_train_loader(
 
 
 def _pil_loader(cfg, vis_records, ir_records, sampler, device, mean, std) -> DataLoader:
-    """The reference loader, unchanged: PIL transforms in the workers, workers per epoch."""
+    """The reference loader, as the trainer built it: PIL transforms in the workers."""
     transform = build_train_transform(
         cfg.height,
         cfg.width,
@@ -258,7 +258,7 @@ def _pil_loader(cfg, vis_records, ir_records, sampler, device, mean, std) -> Dat
         batch_sampler=sampler,
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",
-        persistent_workers=False,  # kept: persistent workers would change its random streams
+        persistent_workers=cfg.num_workers > 0,
     )
 
 
