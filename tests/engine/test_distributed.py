@@ -43,6 +43,8 @@ def overrides(root, out_dir):
         "data.flip_prob=0",
         "data.pad=0",
         "data.erasing_prob=0",
+        # The reference below builds its batches with the PIL transforms: the same path here.
+        "data.pipeline=pil",
         "model.embed_dim=32",
         "model.depth=2",
         "model.num_heads=2",
@@ -50,6 +52,7 @@ def overrides(root, out_dir):
         "model.dropout=0",
         "model.se.direction=both",
         "model.se.layers=[0]",
+        "model.se.ratio=0.5",  # 32x16 input = 2 patches: exchange one of them
         "model.ca.enabled=true",
         "model.ca.heads=2",
         "model.mhga.enabled=true",
