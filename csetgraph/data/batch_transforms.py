@@ -115,7 +115,9 @@ class BatchAugment:
         mean, std = self._device_stats(images.device)
         x = x.float().div_(255).sub_(mean).div_(std)  # the op order of ToTensor + Normalize
         if self.erasing_prob > 0:
-            x = erase(x, params.erase, params.box)
+            # Erasing to 0 as an in-place multiply: several times faster than masked_fill on
+            # a CPU (a negative value comes out as -0.0, which equals 0.0).
+            x.mul_(~box_mask(x.shape[-2:], params.erase, params.box)[:, None])
         return x, params
 
     def sample(
@@ -211,23 +213,36 @@ def flip_pad_crop(
     return windows[flip.long(), torch.arange(b, device=images.device), :, top, left]
 
 
+def box_mask(size: Sequence[int], mask: Tensor, box: Tensor) -> Tensor:
+    """True inside the box ``(i, j, h, w)`` of each masked image.
+
+    Shapes:
+        mask: ``(B,)`` bool; box: ``(B, 4)`` long; output: ``(B, H, W)`` bool.
+    """
+    h, w = int(size[0]), int(size[1])
+    i, j, bh, bw = box.unbind(1)  # (B,) each
+    ys = torch.arange(h, device=box.device)[None, :]  # (1, H)
+    xs = torch.arange(w, device=box.device)[None, :]
+    in_rows = (ys >= i[:, None]) & (ys < (i + bh)[:, None]) & mask[:, None]  # (B, H)
+    in_cols = (xs >= j[:, None]) & (xs < (j + bw)[:, None])  # (B, W)
+    return in_rows[:, :, None] & in_cols[:, None, :]
+
+
 def erase(images: Tensor, mask: Tensor, box: Tensor, value: float = 0.0) -> Tensor:
-    """Set the box ``(i, j, h, w)`` of each masked image to ``value`` (a zero may come out as
-    ``-0.0``, which equals ``0.0``).
+    """Set the box ``(i, j, h, w)`` of each masked image to ``value``.
 
     Shapes:
         images: ``(B, C, H, W)`` float; mask: ``(B,)`` bool; box: ``(B, 4)`` long.
     """
-    _, _, h, w = images.shape
-    i, j, bh, bw = box.unbind(1)  # (B,) each
-    ys = torch.arange(h, device=images.device)[None, :]  # (1, H)
-    xs = torch.arange(w, device=images.device)[None, :]
-    in_rows = (ys >= i[:, None]) & (ys < (i + bh)[:, None])  # (B, H)
-    in_cols = (xs >= j[:, None]) & (xs < (j + bw)[:, None])  # (B, W)
-    inside = in_rows[:, :, None] & in_cols[:, None, :] & mask[:, None, None]  # (B, H, W)
-    if value == 0:  # a multiply is several times faster than masked_fill on a CPU
-        return images * (~inside)[:, None].to(images.dtype)
-    return images.masked_fill(inside[:, None], value)
+    inside = box_mask(images.shape[-2:], mask, box)[:, None]  # (B, 1, H, W)
+    return images.masked_fill(inside, value)
 
 
-__all__ = ["AugmentParams", "BatchAugment", "erase", "flip_pad_crop", "grayscale"]
+__all__ = [
+    "AugmentParams",
+    "BatchAugment",
+    "box_mask",
+    "erase",
+    "flip_pad_crop",
+    "grayscale",
+]
