@@ -170,6 +170,32 @@ def _official_choice(
     return chosen
 
 
+def _draw_gallery(
+    root: Path, pids: list[int], cameras, trial: int, shots: int, perm
+) -> list[Record]:
+    """The visible gallery of one trial: ``shots`` files per id and camera (see test_split).
+
+    ``perm`` given: the official permutations; else the community's seeded draw.
+    """
+    # A private generator seeded like the community code's global random.seed(trial):
+    # the same draws, without touching the caller's random state.
+    rng = random.Random(trial)
+    records = []
+    for pid in pids:
+        for camid in cameras:
+            files = _images(root, camid, pid)
+            if not files:
+                continue
+            if perm is not None:
+                chosen = _official_choice(perm, files, camid, pid, trial, shots)
+            elif shots == 1:
+                chosen = [rng.choice(files)]
+            else:
+                chosen = rng.sample(files, min(shots, len(files)))
+            records.extend(Record(str(p), pid, camid, "vis") for p in chosen)
+    return records
+
+
 def test_split(
     root: str | Path,
     mode: str = "all",
@@ -231,22 +257,8 @@ def test_split(
         perm = load_rand_perm(path)
     pids = sorted(read_ids(root, split))
     query = _split_records(root, pids, IR_CAMERAS)
-    # A private generator seeded like the community code's global random.seed(trial):
-    # the same draws, without touching the caller's random state.
-    rng = random.Random(trial)
-    records = []
-    for pid in pids:
-        for camid in MODE_CAMERAS[mode]:
-            files = _images(root, camid, pid)
-            if not files:
-                continue
-            if gallery == "official":
-                chosen = _official_choice(perm, files, camid, pid, trial, shots)
-            elif shots == 1:
-                chosen = [rng.choice(files)]
-            else:
-                chosen = rng.sample(files, min(shots, len(files)))
-            records.extend(Record(str(p), pid, camid, "vis") for p in chosen)
+    official = perm if gallery == "official" else None
+    records = _draw_gallery(root, pids, MODE_CAMERAS[mode], trial, shots, official)
     if not query or not records:
         raise DatasetLayoutError(
             f"the {split} identities of {str(root)!r} have no "
