@@ -53,23 +53,22 @@ def batch_seed(seed: int, epoch: int, index: int) -> int:
 
 class NumberedBatches(Sampler):
     """Yields ``(epoch, index, batch)`` for each batch of ``sampler``: what a worker needs to
-    seed the batch's augmentation."""
+    seed the batch's augmentation. The epoch is the sampler's own (``sampler.epoch``, set by
+    its ``set_epoch``), so a caller that sets the sampler's epoch sets the augmentation's too."""
 
     def __init__(self, sampler: Sampler) -> None:
         self.sampler = sampler
-        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self):
+        epoch = self.sampler.epoch
         for index, batch in enumerate(self.sampler):
-            yield self.epoch, index, batch
+            yield epoch, index, batch
 
 
 class CachedPairs(Dataset):
@@ -184,7 +183,15 @@ def build_train_loader(
     """The configured training loader (``data.pipeline``); builds the cache on first use.
 
     Args:
+        cfg: the data config (``pipeline``, sizes, augmentation, ``num_workers``, ``cache_dir``).
+        vis_records, ir_records: the training records the sampler's indices point into.
+        sampler: a batch sampler of aligned ``(vis, ir)`` index pairs with ``set_epoch`` and
+            ``epoch`` (:class:`~csetgraph.data.samplers.CrossModalityIdentitySampler`); setting
+            its epoch (directly or through :meth:`TrainLoader.set_epoch`) selects the epoch.
+        device: the training device.
+        mean, std: the normalisation statistics.
         seed: the augmentation seed (the trainer passes ``train.seed``).
+        progress: a progress bar while the cache is built.
         augment_in_workers: where the tensor path augments; ``None``: in the workers on a CPU
             device, on the device otherwise.
 

@@ -111,6 +111,17 @@ def test_epochs_are_reproducible_and_a_fresh_loader_resumes_them(setup):
     assert_same_batches(epoch_batches(resumed, 1), second)
 
 
+def test_setting_the_samplers_epoch_selects_the_augmentation_too(setup):
+    """The trainer sets the sampler's epoch; the augmentation seeds must follow it."""
+    cfg = dataclasses.replace(setup[0], pipeline="tensor", **PAPER_AUGMENTATION)
+    data = setup[1]
+    expected = epoch_batches(loader_for(cfg, data), epoch=3)
+    sampler = make_sampler(data)
+    loader = build_train_loader(cfg, data.vis, data.ir, sampler, "cpu", MEAN, STD, progress=False)
+    sampler.set_epoch(3)
+    assert_same_batches(list(loader), expected)
+
+
 def test_pids_follow_the_sampler(setup):
     cfg = dataclasses.replace(setup[0], pipeline="tensor")
     data = setup[1]
