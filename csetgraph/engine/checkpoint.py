@@ -92,7 +92,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} is corrupt or not a csetgraph checkpoint ({err}); "
+            f"checkpoint {str(path)!r} is corrupt or not a csetgraph checkpoint "
+            f"({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}); "
             "use another checkpoint (the run folder keeps last.pt and best.pt)"
         ) from err
     if not isinstance(ckpt, dict) or "model" not in ckpt:

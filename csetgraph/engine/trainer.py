@@ -58,7 +58,7 @@ from csetgraph.engine.distributed import (
     wrap_ddp,
 )
 from csetgraph.engine.runs import input_stats, run_folder
-from csetgraph.errors import CheckpointError, NonFiniteLossError
+from csetgraph.errors import CheckpointError, NonFiniteLossError, UserError
 from csetgraph.losses import build_criterion
 from csetgraph.models import build_model
 
@@ -176,7 +176,7 @@ class Trainer:
             ensure_dataset(self.cfg.data, progress=self.progress)
         if self.dist.world_size > 1:
             torch.distributed.barrier()
-        self.data = build_train_data(self.cfg.data)
+        self.data = build_train_data(self.cfg.data, min_side=_patch_size(self.cfg))
         self.fingerprint = _fingerprint(self.cfg) if self.dist.is_main else None
         self._build_model()
         self.loader = self._build_loader()
@@ -337,7 +337,7 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         self.model.train()
         bar = tqdm(
-            self.loader,
+            _batches(self.loader),
             desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}",
             disable=not (self.progress and self.dist.is_main),
             leave=False,
@@ -525,9 +525,30 @@ def evaluate_model(model, cfg: Config, device, mean, std, *, split="test", progr
     return evaluate_dataset(model, cfg, device=device, transform=tf, split=split, progress=progress)
 
 
+def _batches(loader: DataLoader):
+    """The loader's batches; a user error raised in a worker keeps its one-line message
+    (the DataLoader re-raises it with the worker's whole traceback as the message)."""
+    try:
+        yield from loader
+    except UserError as err:
+        text = str(err).strip()
+        if "Original Traceback" not in text:
+            raise
+        last = text.splitlines()[-1]
+        raise type(err)(last.split(": ", 1)[-1]) from None
+
+
 def _fingerprint(cfg: Config) -> dict:
     """The data set's fingerprint summary (see :func:`csetgraph.data.dataset_fingerprint`)."""
     return dataset_fingerprint(cfg.data.root, cfg.data.dataset, cfg.data.trial).to_dict()
+
+
+def _patch_size(cfg: Config) -> int:
+    """The backbone's patch size: images smaller than one patch are reported when read."""
+    from csetgraph import models
+
+    size = getattr(models, "patch_size", None)
+    return size(cfg.model) if size is not None else 16
 
 
 def _check_input_size(cfg: Config) -> None:
