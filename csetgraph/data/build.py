@@ -11,6 +11,7 @@ from csetgraph.data import get_dataset
 from csetgraph.data.records import (
     DatasetLayoutError,
     Record,
+    by_modality,
     check_images,
     relabel,
     warn_small_images,
@@ -90,8 +91,8 @@ def build_train_data(cfg: DataConfig, *, min_side: int = 16) -> TrainData:
             log.warning("skipped %d unreadable images, e.g. %s", len(bad), bad[0])
     warn_small_images(records, min_side)
     records, pid_map = relabel(records)
-    vis = [r for r in records if r.modality == "vis"]
-    ir = [r for r in records if r.modality == "ir"]
+    parts = by_modality(records)
+    vis, ir = parts["vis"], parts["ir"]
     if not vis or not ir:
         raise DatasetLayoutError(
             f"the training split of {cfg.root!r} needs images of both modalities "

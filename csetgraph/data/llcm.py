@@ -30,7 +30,14 @@ from pathlib import Path
 
 from csetgraph.data import synthetic
 from csetgraph.data.records import DIRECTIONS as DIRECTION_MODALITIES
-from csetgraph.data.records import Record, check_layout, check_listed_files, read_id_file
+from csetgraph.data.records import (
+    Record,
+    by_modality,
+    check_layout,
+    check_listed_files,
+    idx_files,
+    read_id_file,
+)
 from csetgraph.data.regdb import TRAIN_SPLITS, VAL_FRACTION, hold_out_ids, read_list
 from csetgraph.errors import DatasetLayoutError, IdFileError
 
@@ -211,15 +218,13 @@ def all_records(root: str | Path, split: str = "test", trial: int = 1) -> dict[s
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if split == "train":
-        records = train_records(root, "train")
-        return {m: [r for r in records if r.modality == m] for m in ("vis", "ir")}
+        return by_modality(train_records(root, "train"))
     return {m: test_records(root, m, split) for m in ("vis", "ir")}
 
 
 def index_files(root: str | Path) -> list[Path]:
     """The idx files (for the data set's fingerprint)."""
-    folder = Path(root) / "idx"
-    return sorted(p for p in folder.glob("*.txt") if p.is_file()) if folder.is_dir() else []
+    return idx_files(root)
 
 
 def generate(root: str | Path, **params) -> Path:

@@ -70,6 +70,17 @@ def check_images(records: list[Record]) -> tuple[list[Record], list[str]]:
     return good, bad
 
 
+def by_modality(records: Sequence[Record]) -> dict[str, list[Record]]:
+    """``{"vis": [...], "ir": [...]}``: the records of each modality, order kept."""
+    return {m: [r for r in records if r.modality == m] for m in MODALITIES}
+
+
+def idx_files(root: str | Path) -> list[Path]:
+    """The ``.txt`` files of ``root/idx`` (RegDB's and LLCM's id/idx lists), sorted."""
+    folder = Path(root) / "idx"
+    return sorted(p for p in folder.glob("*.txt") if p.is_file()) if folder.is_dir() else []
+
+
 def relabel(records: list[Record]) -> tuple[list[Record], dict[int, int]]:
     """Map pids to 0..C-1 in sorted order (the same in every process) and apply the map."""
     mapping = {pid: i for i, pid in enumerate(sorted({r.pid for r in records}))}

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from csetgraph.data import synthetic
-from csetgraph.data.records import Record, check_layout, check_listed_files
+from csetgraph.data.records import Record, by_modality, check_layout, check_listed_files, idx_files
 from csetgraph.errors import DatasetLayoutError, IdFileError
 
 #: The data-set table's entries (see :mod:`csetgraph.data`).
@@ -177,8 +177,8 @@ def test_records(
         vis, ir = _records(root, "test", trial)
     else:
         records = train_records(root, trial, "val")
-        vis = [r for r in records if r.modality == "vis"]
-        ir = [r for r in records if r.modality == "ir"]
+        parts = by_modality(records)
+        vis, ir = parts["vis"], parts["ir"]
     if not vis or not ir:
         raise DatasetLayoutError(
             f"the {split} split of RegDB trial {trial} in {str(root)!r} has "
@@ -214,16 +214,14 @@ def all_records(root: str | Path, split: str = "test", trial: int = 1) -> dict[s
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if split == "train":
-        records = train_records(root, trial, "train")
-        return {m: [r for r in records if r.modality == m] for m in ("vis", "ir")}
+        return by_modality(train_records(root, trial, "train"))
     vis, ir = test_records(root, trial, split)
     return {"vis": vis, "ir": ir}
 
 
 def index_files(root: str | Path) -> list[Path]:
     """The idx files of all ten trials (for the data set's fingerprint)."""
-    folder = Path(root) / "idx"
-    return sorted(p for p in folder.glob("*.txt") if p.is_file()) if folder.is_dir() else []
+    return idx_files(root)
 
 
 def generate(root: str | Path, **params) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from csetgraph.data import synthetic
-from csetgraph.data.records import Record, check_layout, read_id_file
+from csetgraph.data.records import Record, by_modality, check_layout, read_id_file
 from csetgraph.errors import DatasetLayoutError, IdFileError
 
 #: The data-set table's entries (see :mod:`csetgraph.data`).
@@ -280,7 +280,7 @@ def all_records(root: str | Path, split: str = "test", trial: int = 1) -> dict[s
     """
     root = check_root(root)
     records = _split_records(root, read_ids(root, split), range(1, 7))
-    return {m: [r for r in records if r.modality == m] for m in ("vis", "ir")}
+    return by_modality(records)
 
 
 def index_files(root: str | Path) -> list[Path]:
