@@ -23,12 +23,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="csetgraph export", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("run", help="a run folder or checkpoint file")
+    parser.add_argument(
+        "items",
+        nargs="+",
+        metavar="RUN [key=value ...]",
+        help="a run folder or checkpoint file, and dotted config overrides (any order)",
+    )
     parser.add_argument("--output", "-o", required=True, help="folder for the exported files")
     parser.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX - PyTorch|")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
-    parser.add_argument("overrides", nargs="*", help="dotted config overrides (key=value)")
     return parser
 
 
@@ -36,10 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
 
     def body() -> int:
-        from csetgraph.deploy.embedder import RunEmbedder
+        from csetgraph.deploy.embedder import RunEmbedder, split_run_argument
         from csetgraph.deploy.export import export_onnx
 
-        embedder = RunEmbedder.from_run(args.run, overrides=args.overrides)
+        run, overrides = split_run_argument(args.items)
+        embedder = RunEmbedder.from_run(run, overrides=overrides)
         report = export_onnx(embedder, args.output, tolerance=args.tolerance)
         for modality, path in report.files.items():
             diff = report.max_abs_diff[modality]

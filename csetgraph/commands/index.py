@@ -26,7 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="csetgraph index", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("run", help="a run folder or checkpoint file")
+    parser.add_argument(
+        "items",
+        nargs="+",
+        metavar="RUN [key=value ...]",
+        help="a run folder or checkpoint file, and dotted config overrides (any order)",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--split", choices=["test", "val", "train"], help="data-set split")
     source.add_argument("--images", help="a folder of gallery images instead of a split")
@@ -46,7 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing index")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
-    parser.add_argument("overrides", nargs="*", help="dotted config overrides (key=value)")
     return parser
 
 
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _build(args: argparse.Namespace, params: dict[str, int]):
     from csetgraph.data import get_dataset
-    from csetgraph.deploy.embedder import RunEmbedder
+    from csetgraph.deploy.embedder import RunEmbedder, split_run_argument
     from csetgraph.deploy.gallery import (
         build_gallery,
         calibrate,
@@ -114,7 +118,8 @@ def _build(args: argparse.Namespace, params: dict[str, int]):
         split_records,
     )
 
-    embedder = RunEmbedder.from_run(args.run, overrides=args.overrides)
+    run, overrides = split_run_argument(args.items)
+    embedder = RunEmbedder.from_run(run, overrides=overrides)
     progress = not args.no_progress
     rule = {}
     if args.images is not None:

@@ -36,6 +36,22 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def split_run_argument(items: Sequence[str]) -> tuple[str, list[str]]:
+    """``RUN`` and the ``key=value`` overrides from positionals given in any order.
+
+    The run is the one item that is an existing path or has no ``=``; all others are
+    overrides. Lets ``csetgraph export data.root=/d runs/x`` work as ``... runs/x data.root=/d``.
+    """
+    runs = [i for i in items if "=" not in i or Path(i).exists()]
+    if len(runs) != 1:
+        found = ", ".join(map(repr, runs)) or "none"
+        raise ConfigError(
+            f"expected one run folder or checkpoint and key=value overrides, found runs: "
+            f"{found}; e.g. csetgraph export runs/my-run --output out/ data.root=/data"
+        )
+    return runs[0], [i for i in items if i is not runs[0]]
+
+
 def check_modality(modality: str) -> str:
     if modality not in MODALITIES:
         raise ConfigError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
