@@ -29,9 +29,14 @@ from csetgraph.errors import ConfigError
 
 @dataclass
 class SyntheticConfig:
-    """How to generate the synthetic data set when ``data.root`` does not exist yet."""
+    """The synthetic data set generated into ``data.root`` (see :mod:`csetgraph.data.synthetic`).
 
-    enabled: bool = True  # generate into data.root on first use if the folder is missing
+    Generated only into a missing or empty folder, or one generated before (its marker file
+    records these values: the same values reuse it, others regenerate it); any other folder
+    is refused, never written to. The real-data recipes set ``enabled: false``.
+    """
+
+    enabled: bool = True  # false: data.root is a real data set, never written to
     num_train_ids: int = 96
     num_val_ids: int = 24
     num_test_ids: int = 48
