@@ -100,7 +100,9 @@ def test_index_of_a_plain_folder(tiny_run, tmp_path, capsys):
     for i, rec in enumerate(test["ir"][:4]):
         shutil.copy(rec.path, folder / f"{i}.jpg")
     out = tmp_path / "idx"
-    argv = [str(tiny_run["dir"]), "--images", str(tmp_path / "photos"), "--modality", "ir"]
+    # An override before the run: positionals are accepted in any order.
+    run = ["eval.batch_size=3", str(tiny_run["dir"])]
+    argv = [*run, "--images", str(tmp_path / "photos"), "--modality", "ir"]
     assert index_main([*argv, "--output", str(out), "--kind", "hnsw", "--no-progress"]) == 0
     index = GalleryIndex.load(out)
     assert len(index) == 4 and {m["pid"] for m in index.metadata} == {-1}

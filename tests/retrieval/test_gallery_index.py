@@ -137,3 +137,15 @@ def test_bad_inputs(gallery, tmp_path):
     (tmp_path / "x" / "index.faiss").write_bytes(b"garbage")
     with pytest.raises(IndexFolderError, match="corrupt"):
         GalleryIndex.load(tmp_path / "x")
+
+
+def test_manifest_camera_rule_applies_when_a_query_camera_is_given(gallery):
+    feats, meta, queries = gallery
+    camids = [m["camid"] for m in meta]
+    index = GalleryIndex.build(feats, meta)
+    index.manifest.exclude_cameras = {"3": [2]}
+    _, i = index.search(queries, k=10, query_camids=[3] * len(queries))
+    _, ref_i = brute_force(feats, camids, queries, [3] * len(queries), {3: {2}}, 10)
+    np.testing.assert_array_equal(i, ref_i)
+    _, unruled = index.search(queries, k=10)  # no query camera: nothing excluded
+    np.testing.assert_array_equal(unruled, brute_force(feats, None, queries, None, {}, 10)[1])
