@@ -13,10 +13,11 @@ offers the same names, so code that serves all data sets never branches on the n
     ds.PROTOCOL                                    # "sysu" | "regdb" | "llcm" (rank_metrics)
     ds.DIRECTIONS                                  # ("i2v",) | ("v2i", "i2v") | ("i2v", "v2i")
     ds.SPLITS                                      # ("train", "val", "test")
+    ds.MODES                                       # ("all", "indoor") | ("all",) | ("all",)
     root = ds.check_root(cfg.data.root)            # Path, or DatasetLayoutError
     ds.train_records(root, split=cfg.data.train_split, trial=cfg.data.trial)
     for t in ds.eval_trials(cfg.eval.trials, cfg.data.trial):
-        query, gallery = ds.test_split(root, split="test", direction="i2v", trial=t)
+        query, gallery = ds.test_split(root, split="test", direction="i2v", trial=t, mode="all")
     ds.all_records(root, split="test", trial=cfg.data.trial)   # {"vis": [...], "ir": [...]}
     ds.index_files(root)                           # id/idx files (for the fingerprint)
     ds.generate(root, **params)                    # a synthetic set in this layout
@@ -24,9 +25,10 @@ offers the same names, so code that serves all data sets never branches on the n
 Call the functions with keywords after ``root``: their positional orders differ for older
 callers. ``trial`` always means the protocol's trial: the gallery draw (0-9) for SYSU-MM01
 and LLCM, the train/test split (1-10, ``data.trial``) for RegDB, whose readers use it
-everywhere and whose :func:`eval_trials` returns ``[data.trial]``. SYSU-MM01's
-``test_split`` also takes ``mode`` (``"all"``/``"indoor"``), ``shots``, ``gallery`` and
-``perm`` (see :func:`csetgraph.data.sysu_mm01.test_split`). Directions are the shared
+everywhere and whose ``eval_trials`` returns ``[data.trial]``. Every ``test_split`` takes
+``mode``, one of the module's ``MODES`` (only SYSU-MM01 has two search modes); SYSU-MM01's
+also takes ``shots``, ``gallery`` and ``perm`` (see
+:func:`csetgraph.data.sysu_mm01.test_split`). Directions are the shared
 vocabulary :data:`csetgraph.data.records.DIRECTIONS` (``"<query>2<gallery>"``, lower case).
 
 Adding a data set is one new module with these names plus one line in :data:`DATASETS`.

@@ -45,6 +45,7 @@ from csetgraph.errors import DatasetLayoutError, IdFileError
 NAME = "LLCM"
 PROTOCOL = "llcm"
 DIRECTIONS = ("i2v", "v2i")
+MODES = ("all",)
 REQUIRED = ("idx", "test_vis", "test_nir")
 EXPECTED = (
     "root/idx/{train_vis,train_nir,test_id}.txt and root/test_{vis,nir}/cam<c>/<pid:04d>/*.jpg"
@@ -172,6 +173,7 @@ def test_split(
     split: str = "test",
     *,
     direction: str | None = None,
+    mode: str = "all",
 ) -> tuple[list[Record], list[Record]]:
     """Query and gallery of one LLCM trial.
 
@@ -182,6 +184,7 @@ def test_split(
     Args:
         direction: ``"i2v"`` or ``"v2i"`` (the data-set table's vocabulary); when given it
             sets the query modality instead of ``query_modality``.
+        mode: the search mode of the data-set table; LLCM has only ``"all"``.
 
     Returns:
         ``(query, gallery)`` lists of :class:`Record`.
@@ -190,6 +193,8 @@ def test_split(
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         query_modality = DIRECTION_MODALITIES[direction][0]
+    if mode not in MODES:
+        raise ValueError(f"LLCM has the search mode {MODES[0]!r} only, got {mode!r}")
     if query_modality not in TEST_CAMERAS:
         raise ValueError(f"query_modality must be 'vis' or 'ir', got {query_modality!r}")
     other = "vis" if query_modality == "ir" else "ir"

@@ -35,6 +35,7 @@ from csetgraph.errors import DatasetLayoutError, IdFileError
 NAME = "RegDB"
 PROTOCOL = "regdb"
 DIRECTIONS = ("v2i", "i2v")
+MODES = ("all",)
 REQUIRED = ("Visible", "Thermal", "idx")
 EXPECTED = (
     "root/Visible/..., root/Thermal/... and root/idx/{train,test}_{visible,thermal}_{1..10}.txt"
@@ -188,11 +189,21 @@ def test_records(
 
 
 def test_split(
-    root: str | Path, trial: int = 1, direction: str = "v2i", split: str = "test"
+    root: str | Path,
+    trial: int = 1,
+    direction: str = "v2i",
+    split: str = "test",
+    *,
+    mode: str = "all",
 ) -> tuple[list[Record], list[Record]]:
-    """Query and gallery of one direction: ``"v2i"`` (visible to thermal) or ``"i2v"``."""
+    """Query and gallery of one direction: ``"v2i"`` (visible to thermal) or ``"i2v"``.
+
+    ``mode`` is the search mode of the data-set table; RegDB has only ``"all"``.
+    """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if mode not in MODES:
+        raise ValueError(f"RegDB has the search mode {MODES[0]!r} only, got {mode!r}")
     vis, ir = test_records(root, trial, split)
     return (vis, ir) if direction == "v2i" else (ir, vis)
 

@@ -29,6 +29,7 @@ RGB_CAMERAS = (1, 2, 4, 5)
 IR_CAMERAS = (3, 6)
 #: Gallery cameras of the two search modes.
 MODE_CAMERAS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
+MODES = tuple(MODE_CAMERAS)
 SPLITS = ("train", "val", "test")
 #: Gallery draws: the community's seeded one, or the official permutation file.
 GALLERY_MODES = ("random", "official")

@@ -66,10 +66,18 @@ def test_every_module_answers_the_same_calls(name, roots):
     assert trials == ([2] if name == "regdb" else [0, 1, 2])
     for direction in ds.DIRECTIONS:
         q_mod, g_mod = DIRECTIONS[direction]
-        query, gallery = ds.test_split(root, split="test", direction=direction, trial=trials[0])
-        assert {r.modality for r in query} == {q_mod} and {r.modality for r in gallery} == {g_mod}
-        assert [r.path for r in query] == [r.path for r in everything[q_mod]]
-        assert {r.path for r in gallery} <= {r.path for r in everything[g_mod]}
+        for mode in ds.MODES:
+            query, gallery = ds.test_split(
+                root, split="test", direction=direction, trial=trials[0], mode=mode
+            )
+            assert {r.modality for r in query} == {q_mod}
+            assert {r.modality for r in gallery} == {g_mod}
+            assert [r.path for r in query] == [r.path for r in everything[q_mod]]
+            assert {r.path for r in gallery} <= {r.path for r in everything[g_mod]}
+    assert ds.MODES == (("all", "indoor") if name == "sysu_mm01" else ("all",))
+    if name != "sysu_mm01":
+        with pytest.raises(ValueError, match="search mode 'all' only"):
+            ds.test_split(root, split="test", direction=ds.DIRECTIONS[0], mode="indoor")
     train = ds.train_records(root, split="train+val", trial=2)
     parts = [ds.all_records(root, split=s, trial=2) for s in ("train", "val")]
     assert sorted(r.path for r in train) == sorted(
