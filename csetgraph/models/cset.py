@@ -220,15 +220,20 @@ class MHGABranch(nn.Module):
     def _register_graphs(self) -> None:
         """The single-image and pair graphs as buffers (non-persistent: not in state dicts)."""
         h, w = self.grid_size
+        graphs: dict[str, torch.Tensor] = {}
         for paired, name in ((False, "single"), (True, "pair")):
             if self.layer == "dense":
-                rel = relation_matrix(h, w, adjacency=self.adjacency, paired=paired)
-                self.register_buffer(f"relation_{name}", rel, persistent=False)
+                graphs[f"relation_{name}"] = relation_matrix(
+                    h, w, adjacency=self.adjacency, paired=paired
+                )
                 continue
             build = complete_token_graph if self.graph == "complete" else local_token_graph
             edge_index, edge_type = build(h, w, adjacency=self.adjacency, paired=paired)
-            self.register_buffer(f"edge_index_{name}", edge_index, persistent=False)
-            self.register_buffer(f"edge_type_{name}", edge_type, persistent=False)
+            graphs.update({f"edge_index_{name}": edge_index, f"edge_type_{name}": edge_type})
+        for name, value in graphs.items():
+            self.register_buffer(name, value, persistent=False)
+        #: Names of the constant graph buffers.
+        self.graph_buffers = tuple(graphs)
 
     def block(self, modality: str) -> nn.Module:
         """The extra transformer block of ``modality``."""
@@ -407,9 +412,8 @@ class CSET(nn.Module):
         self.feat_dim = dim * (2 if mhga_enabled else 1)
         self.neck = BNNeck(self.feat_dim, num_classes)
         # The graph buffers are constants: DDP need not broadcast them at every step.
-        self._ddp_params_and_buffers_to_ignore = [
-            name for name, _ in self.named_buffers() if name.startswith("mhga.")
-        ]
+        graphs = self.mhga.graph_buffers if self.mhga is not None else ()
+        self._ddp_params_and_buffers_to_ignore = [f"mhga.{name}" for name in graphs]
 
     def _build_exchange(
         self,

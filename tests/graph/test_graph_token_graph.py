@@ -209,3 +209,31 @@ def test_relation_matrix_is_computed_once_per_layout():
     relation_matrix(5, 3, adjacency="grid")
     after = _relation_matrix_cached.cache_info()
     assert after.hits == before.hits + 1 and after.misses == before.misses
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_batch_token_graphs_equals_pyg_batch(paired):
+    from torch_geometric.data import Batch, Data
+
+    from csetgraph.graph import batch_token_graphs
+
+    edge_index, edge_type = complete_token_graph(2, 3, paired=paired)
+    n = (2 if paired else 1) * (1 + 2 * 3)
+    graphs = [Data(edge_index=edge_index, edge_type=edge_type, num_nodes=n) for _ in range(4)]
+    want = Batch.from_data_list(graphs)
+    got_index, got_type = batch_token_graphs(edge_index, edge_type, n, 4)
+    assert torch.equal(got_index, want.edge_index)
+    assert torch.equal(got_type, want.edge_type)
+
+
+@pytest.mark.parametrize(("adjacency", "paired"), [("sequence", True), ("grid", False)])
+def test_local_token_graph_keeps_exactly_the_same_and_adjacent_pairs(adjacency, paired):
+    from csetgraph.graph import local_token_graph
+
+    edge_index, edge_type = local_token_graph(3, 2, adjacency=adjacency, paired=paired)
+    rel = loop_relation_matrix(3, 2, adjacency, paired)
+    want = {
+        (j, i, int(rel[i, j])) for i in range(len(rel)) for j in range(len(rel)) if rel[i, j] < 2
+    }
+    got = {(int(s), int(d), int(t)) for (s, d), t in zip(edge_index.t(), edge_type, strict=True)}
+    assert want and got == want and edge_index.size(1) == len(want)

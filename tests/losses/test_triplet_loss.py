@@ -65,3 +65,32 @@ def test_normalized_variant_is_the_loss_of_unit_features():
     scaled = cross_modal_triplet_loss(feat * 0.01, pids, mods, 0.3, normalize=True)
     torch.testing.assert_close(scaled, got)
     assert not torch.isclose(cross_modal_triplet_loss(feat * 0.01, pids, mods, 0.3), got)
+
+
+def test_no_valid_anchor_gives_zero_with_a_gradient_and_no_nan():
+    feat = torch.randn(4, 3, requires_grad=True)
+    pids = torch.tensor([0, 1, 2, 3])  # no cross-modal positive for anyone
+    mods = torch.tensor([0, 0, 1, 1])
+    loss = cross_modal_triplet_loss(feat, pids, mods, 0.3)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(feat.grad, torch.zeros_like(feat))
+
+
+def test_invalid_anchors_get_no_gradient():
+    torch.manual_seed(3)
+    feat = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    pids = torch.tensor([0, 1, 2, 0, 1, 5])  # vis 2 and ir 5 have no cross-modal positive
+    mods = torch.tensor([0, 0, 0, 1, 1, 1])
+    got = cross_modal_triplet_loss(feat, pids, mods, 5.0)
+    torch.testing.assert_close(got, loop_reference(feat, pids, mods, 5.0))
+    (grad,) = torch.autograd.grad(got, feat)
+    (want,) = torch.autograd.grad(loop_reference(feat, pids, mods, 5.0), feat)
+    torch.testing.assert_close(grad, want)
+
+
+def test_the_total_loss_normalises_triplets_by_default_as_the_config_does():
+    from csetgraph.config import LossConfig
+    from csetgraph.losses import CSETLoss
+
+    assert CSETLoss().normalize_triplet is LossConfig().normalize_triplet is True

@@ -76,3 +76,45 @@ def test_pickled_objects_are_refused(tmp_path):
         ViTEncoder(
             "vit_tiny_patch16_224", img_size=(64, 32), pretrained=str(tmp_path / "evil.pth"), **TINY
         )
+
+
+def test_the_load_report_counts_matched_missing_and_unexpected(tmp_path, caplog):
+    ref = _reference_vit((64, 64))
+    state = dict(ref.state_dict())
+    total = len(state)
+    dropped = ["blocks.1.mlp.fc2.weight", "blocks.1.mlp.fc2.bias"]  # two tensors the file lacks
+    for key in dropped:
+        del state[key]
+    state["extra.weight"] = torch.zeros(3)  # a tensor the encoder has no place for
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "part.safetensors"))
+    with caplog.at_level("INFO", logger="csetgraph.models.checkpoint"):
+        enc = ViTEncoder(
+            "vit_tiny_patch16_224",
+            img_size=(64, 32),
+            pretrained=str(tmp_path / "part.safetensors"),
+            **TINY,
+        )
+    report = enc.pretrained_report
+    assert (report.total, report.matched) == (total, total - 2)
+    assert sorted(report.missing) == sorted(dropped)
+    assert report.unexpected == ("extra.weight",)
+    assert f"{total - 2} of {total} encoder tensors matched, 2 missing, 1 unexpected" in caplog.text
+    # every matched tensor was loaded (pos_embed resampled, compared elsewhere)
+    got = enc.vit.state_dict()
+    for key in state:
+        if key in got and key != "pos_embed":
+            torch.testing.assert_close(got[key], state[key])
+
+
+def test_a_file_matching_under_half_of_the_encoder_is_refused_naming_missing_keys(tmp_path):
+    ref = _reference_vit((64, 64))
+    state = {k: v for k, v in ref.state_dict().items() if not k.startswith("blocks.")}
+    blocks = [k for k in ref.state_dict() if k.startswith("blocks.")]
+    assert len(state) < len(blocks)  # under half of the tensors survive
+    torch.save(state, tmp_path / "stem.pth")
+    with pytest.raises(CheckpointError, match=f"matches only {len(state)} of") as err:
+        ViTEncoder(
+            "vit_tiny_patch16_224", img_size=(64, 32), pretrained=str(tmp_path / "stem.pth"), **TINY
+        )
+    assert blocks[0] in str(err.value)
+    assert ViTEncoder("vit_tiny_patch16_224", img_size=(64, 32), **TINY).pretrained_report is None

@@ -1,0 +1,131 @@
+"""Configurations the model refuses, and the parameter groups it reports."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from csetgraph.config import ModelConfig, load_config
+from csetgraph.errors import ConfigError
+from csetgraph.models import CSET, build_model, check_input_size
+
+TINY = dict(backbone="vit_tiny_patch16_224", embed_dim=32, depth=2, num_heads=2, drop_path_rate=0.0)
+
+
+def small_cfg(**overrides) -> ModelConfig:
+    cfg = load_config(None, ["model.embed_dim=32", "model.depth=2", "model.num_heads=2"])
+    for key, value in overrides.items():
+        setattr(cfg.model, key, value)
+    return cfg.model
+
+
+# ---------------------------------------------------------------- an exchange of nothing
+
+
+@pytest.mark.parametrize(("img_size", "ratio"), [((64, 32), 0.1), ((32, 16), 0.4)])
+def test_an_exchange_of_no_token_is_refused_with_the_smallest_ratio_that_works(img_size, ratio):
+    patches = (img_size[0] // 16) * (img_size[1] // 16)
+    assert math.floor(ratio * patches) == 0
+    with pytest.raises(ConfigError) as err:
+        CSET(5, img_size=img_size, se_direction="both", se_layers=(0,), se_ratio=ratio, **TINY)
+    message = str(err.value)
+    smallest = float(message.split(">= ")[1].split()[0])
+    assert f"model.se.ratio={ratio}" in message and f"{patches} patches" in message
+    # The suggestion is the smallest 4-decimal ratio that exchanges one token.
+    assert math.floor(smallest * patches) == 1 and math.floor((smallest - 1e-4) * patches) == 0
+    model = CSET(
+        5, img_size=img_size, se_direction="both", se_layers=(0,), se_ratio=smallest, **TINY
+    )
+    _, _, info = model.se(*(torch.randn(2, 1 + patches, 32) for _ in range(2)))
+    assert info["i2v"].edge_index.shape == (2, 2)  # one token per pair and direction
+
+
+def test_no_exchange_without_se_is_fine():
+    CSET(5, img_size=(32, 16), se_direction="none", se_ratio=0.1, **TINY)
+
+
+# ---------------------------------------------------------------- input sizes
+
+
+def covered_rows(side: int, patch: int, stride: int) -> int:
+    """Rows the patch convolution reads, measured: which input rows change its output."""
+    if side < patch:
+        return 0  # not even one patch fits
+    conv = nn.Conv2d(1, 1, patch, stride=stride, bias=False)
+    nn.init.ones_(conv.weight)
+    x = torch.zeros(1, 1, side, patch, requires_grad=True)
+    conv(x).sum().backward()
+    return int((x.grad[0, 0, :, 0] != 0).sum())
+
+
+def nearest_valid(side: int, patch: int, stride: int) -> tuple[int, int]:
+    valid = [L for L in range(patch, 4 * side) if covered_rows(L, patch, stride) == L]
+    below = max([L for L in valid if L < side], default=None)
+    above = min(L for L in valid if L > side)
+    return below, above
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "stride"), [(100, 64, None), (128, 70, None), (128, 64, 12), (8, 64, None)]
+)
+def test_input_sizes_the_patch_grid_does_not_tile_are_refused(height, width, stride):
+    cfg = small_cfg(patch_stride=stride)
+    s = stride or 16
+    key, side = (
+        ("data.height", height)
+        if covered_rows(height, 16, s) != height
+        else (
+            "data.width",
+            width,
+        )
+    )
+    below, above = nearest_valid(side, 16, s)
+    with pytest.raises(ConfigError, match=f"{key}={side} ") as err:
+        check_input_size(cfg, height, width)
+    want = f"{key}={below} or {above}" if below else f"{key}=at least {above}"
+    assert want in str(err.value)
+    with pytest.raises(ConfigError):
+        build_model(cfg, 5, (height, width))
+
+
+@pytest.mark.parametrize(("height", "width", "stride"), [(128, 64, None), (256, 124, 12)])
+def test_tiled_input_sizes_pass(height, width, stride):
+    assert covered_rows(height, 16, stride or 16) == height
+    check_input_size(small_cfg(patch_stride=stride), height, width)
+
+
+def test_the_old_silent_drop_is_what_the_check_prevents():
+    """At height 100 the bottom 4 rows never reached the model: zeroing them changed nothing."""
+    model = CSET(5, img_size=(100, 64), **TINY).eval()  # the layer itself does not check
+    x = torch.randn(2, 3, 100, 64)
+    cut = x.clone()
+    cut[:, :, 96:] = 0
+    torch.testing.assert_close(model.embed(cut, "vis"), model.embed(x, "vis"))
+    with pytest.raises(ConfigError, match=r"data\.height=96 or 112"):
+        build_model(small_cfg(), 5, (100, 64))
+
+
+# ---------------------------------------------------------------- weight decay groups
+
+
+def test_no_weight_decay_lists_embeddings_norms_and_biases():
+    model = CSET(
+        5, img_size=(64, 32), se_direction="both", se_layers=(0,), se_ratio=0.25, ca_enabled=True,
+        ca_heads=2, mhga_enabled=True, mhga_heads=2, mhga_learn_strengths=True, **TINY,
+    )  # fmt: skip
+    names = {id(p): n for n, p in model.named_parameters()}
+    expected = set()
+    for module in model.modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if id(p) not in names:
+                continue
+            norm = isinstance(module, nn.LayerNorm | nn.BatchNorm1d)
+            if norm or pname in ("bias", "pos_embed", "cls_token", "strengths"):
+                expected.add(names[id(p)])
+            if pname == "in_proj_bias":  # nn.MultiheadAttention's bias of q, k, v
+                expected.add(names[id(p)])
+    skip = model.no_weight_decay()
+    assert skip == expected
+    assert {"vis_encoder.vit.pos_embed", "ir_encoder.vit.cls_token", "mhga.conv.bias"} <= skip
+    assert "mhga.conv.lin.weight" not in skip and "neck.classifier.weight" not in skip
