@@ -2,7 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from csetgraph.config import Config, ConfigError, config_to_dict, load_config, save_config
+from csetgraph.config import (
+    RANGES,
+    Config,
+    ConfigError,
+    config_to_dict,
+    load_config,
+    save_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,18 +32,22 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
         load_config(None, ["train.epochs=2.5"])
 
 
-@pytest.mark.parametrize(
-    ("override", "pattern"),
-    [
-        ("train.epoch=3", r"unknown config key 'train\.epoch'.*epochs"),
-        ("nosuch.key=1", r"unknown config key 'nosuch'.*data, model, loss, train, eval"),
-        ("model.se.alpha=high", r"model\.se\.alpha: expected a number"),
-        ("model.mhga.enabled=1", r"model\.mhga\.enabled: expected true or false"),
-        ("model.mhga.strengths=[1, x]", r"model\.mhga\.strengths\[1\]: expected a number"),
-        ("train.epochs.x=1", r"'train\.epochs' is a value, not a section"),
-        ("train.epochs", r"must look like section\.key=value"),
-    ],
-)
+BAD_OVERRIDES = [
+    ("train.epoch=3", r"unknown config key 'train\.epoch'.*epochs"),
+    ("nosuch.key=1", r"unknown config key 'nosuch'.*data, model, loss, train, eval"),
+    ("model.se.alpha=high", r"model\.se\.alpha: expected a number"),
+    ("model.mhga.enabled=1", r"model\.mhga\.enabled: expected true or false"),
+    ("model.mhga.strengths=[1, x]", r"model\.mhga\.strengths\[1\]: expected a number"),
+    ("train.epochs.x=1", r"'train\.epochs' is a value, not a section"),
+    ("train.epochs", r"must look like section\.key=value"),
+]
+
+
+def test_the_bad_override_list_is_not_empty():
+    assert len(BAD_OVERRIDES) >= 5
+
+
+@pytest.mark.parametrize(("override", "pattern"), BAD_OVERRIDES)
 def test_bad_overrides_name_the_key(override, pattern):
     with pytest.raises(ConfigError, match=pattern):
         load_config(None, [override])
@@ -66,7 +77,14 @@ def test_saved_config_round_trips(tmp_path):
     assert config_to_dict(load_config(tmp_path / "out.yaml")) == config_to_dict(cfg)
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+RECIPES = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
+
+
+def test_the_recipe_list_is_not_empty():
+    assert {"synthetic.yaml", "sysu_mm01.yaml", "regdb.yaml", "llcm.yaml"} <= set(RECIPES)
+
+
+@pytest.mark.parametrize("name", RECIPES)
 def test_shipped_recipes_load(name):
     load_config(ROOT / "configs" / name)
 
@@ -75,3 +93,64 @@ def test_synthetic_recipe_is_the_embedded_default():
     assert config_to_dict(load_config(ROOT / "configs" / "synthetic.yaml")) == config_to_dict(
         Config()
     )
+
+
+# ------------------------------------------------------------------ numeric ranges
+
+#: (override, message) pairs: each value just outside its range, checked by hand against the
+#: option's meaning (not against RANGES).
+OUT_OF_RANGE = [
+    ("train.epochs=0", "train.epochs=0 is out of range: it must be >= 1"),
+    ("train.lr=0", "train.lr=0.0 is out of range: it must be > 0"),
+    ("train.lr=-1e-3", "train.lr=-0.001 is out of range: it must be > 0"),
+    ("train.lr=.nan", "train.lr=nan is out of range: it must be > 0"),
+    ("data.num_ids_per_batch=1", "data.num_ids_per_batch=1 is out of range: it must be >= 2"),
+    ("data.num_instances=0", "data.num_instances=0 is out of range: it must be >= 1"),
+    ("data.num_workers=-1", "data.num_workers=-1 is out of range: it must be >= 0"),
+    ("data.flip_prob=1.5", "data.flip_prob=1.5 is out of range: it must be >= 0 and <= 1"),
+    ("data.height=0", "data.height=0 is out of range: it must be >= 1"),
+    ("data.trial=11", "data.trial=11 is out of range: it must be >= 1 and <= 10"),
+    ("eval.trials=0", "eval.trials=0 is out of range: it must be >= 1"),
+    ("eval.batch_size=0", "eval.batch_size=0 is out of range: it must be >= 1"),
+    ("model.dropout=1", "model.dropout=1.0 is out of range: it must be >= 0 and < 1"),
+    ("model.se.ratio=0", "model.se.ratio=0.0 is out of range: it must be > 0 and <= 1"),
+    ("loss.margin=-0.1", "loss.margin=-0.1 is out of range: it must be >= 0"),
+    ("train.log_every=0", "train.log_every=0 is out of range: it must be >= 1"),
+]
+
+
+def test_the_out_of_range_list_is_not_empty():
+    assert len(OUT_OF_RANGE) >= 10
+
+
+@pytest.mark.parametrize(("override", "message"), OUT_OF_RANGE)
+def test_out_of_range_values_are_refused_at_load_time(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["train.epochs=1", "train.lr=1e-9", "data.flip_prob=1", "model.se.ratio=1", "model.depth=null"],
+)
+def test_values_at_the_edge_of_their_range_are_accepted(override):
+    load_config(None, [override])
+
+
+def test_every_ranged_key_exists_and_its_default_is_in_range():
+    cfg = Config()
+    assert RANGES
+    for key, valid in RANGES.items():
+        value = cfg
+        for part in key.split("."):
+            assert hasattr(value, part), key
+            value = getattr(value, part)
+        assert value is None or value in valid, key
+
+
+def test_a_range_checked_in_a_file_names_the_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  num_ids_per_batch: 1\n")
+    with pytest.raises(ConfigError, match=r"data\.num_ids_per_batch=1 is out of range"):
+        load_config(path)

@@ -1,12 +1,11 @@
 """Figures of a trained run: each checked against a reference computed another way.
 
-One tiny CSET (with MHGA) is trained for two steps on a tiny synthetic SYSU-MM01 set;
-every figure is drawn from its run folder.
+The session's tiny CSET run (with MHGA, two steps on a tiny synthetic SYSU-MM01 set; see
+``tiny_run`` in tests/conftest.py) provides the run folder every figure is drawn from.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -15,11 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from csetgraph.config import load_config
 from csetgraph.data import sysu_mm01
 from csetgraph.data.records import load_image
-from csetgraph.data.synthetic import generate_sysu_mm01
-from csetgraph.engine.trainer import train
 from csetgraph.visualization import (
     FRAME_COLORS,
     class_token_attention,
@@ -47,46 +43,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    torch.set_num_threads(1)
-    tmp = tmp_path_factory.mktemp("vis")
-    root = generate_sysu_mm01(
-        tmp / "data",
-        num_train_ids=6,
-        num_val_ids=2,
-        num_test_ids=4,
-        images_per_camera=3,
-        height=32,
-        width=16,
-        progress=False,
-    )
-    overrides = [
-        f"data.root={root}",
-        "data.synthetic.enabled=false",
-        "data.height=32",
-        "data.width=16",
-        "data.num_ids_per_batch=2",
-        "data.num_instances=2",
-        "data.num_workers=0",
-        "model.embed_dim=32",
-        "model.depth=2",
-        "model.num_heads=2",
-        "model.se.layers=[0]",
-        "model.se.ratio=0.5",  # 2 patches: exchange one token
-        "model.ca.heads=2",
-        "model.mhga.enabled=true",
-        "model.mhga.heads=2",
-        "train.epochs=1",
-        "train.max_steps_per_epoch=2",
-        "train.log_every=1",  # per-step loss scalars
-        f"train.output_dir={tmp}",
-        "train.run_name=run",
-        "eval.trials=1",
-        "eval.modes=[all]",
-    ]
-    out = train(load_config(None, overrides), progress=False)
-    model, cfg = load_run(out["run_dir"])
-    return {"dir": out["run_dir"], "trained": out["model"].eval(), "model": model, "cfg": cfg}
+def run(tiny_run):
+    """The session's tiny trained run (conftest.py), reloaded from its folder."""
+    model, cfg = load_run(tiny_run["dir"])
+    return {"dir": tiny_run["dir"], "trained": tiny_run["model"], "model": model, "cfg": cfg}
 
 
 def _px(inches: float, dpi: int) -> int:
@@ -326,34 +286,6 @@ def test_curves_from_event_files_agree_with_the_log(run, tmp_path):
         path = tmp_path / f"curves_{source}.png"
         fig.savefig(path, dpi=50)
         assert _png_size(path) == (400, 300)
-
-
-def test_visualize_script_writes_every_figure(run, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("visualize", ROOT / "scripts" / "visualize.py")
-    vis = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(vis)
-    ckpt = str(run["dir"])
-    out = {name: tmp_path / f"{name}.png" for name in ("ranked", "heatmap", "tsne", "curves")}
-    cmds = [
-        ["ranked", "--checkpoint", ckpt, ckpt, "--names", "a", "b", "--num-queries", "2",
-         "--k", "2", "--dpi", "40", "--output", str(out["ranked"])],
-        ["heatmap", "--checkpoint", ckpt, "--source", "mhga", "--num-ids", "1", "--dpi", "40",
-         "--output", str(out["heatmap"])],
-        ["tsne", "--checkpoint", ckpt, "--max-ids", "2", "--dpi", "40",
-         "--output", str(out["tsne"])],
-        ["curves", "--run", ckpt, "--dpi", "40", "--output", str(out["curves"])],
-    ]  # fmt: skip
-    for cmd in cmds:
-        assert vis.main(cmd) == 0, cmd
-    assert _png_size(out["tsne"]) == (8 * 40, _px(6.5, 40))
-    assert _png_size(out["curves"]) == (12 * 40, 8 * 40)
-    assert _png_size(out["heatmap"])[0] == _px(
-        heatmap_mod.LABEL_WIDTH + 2 * heatmap_mod.CELL_WIDTH, 40
-    )
-    assert _png_size(out["ranked"])[0] >= _px(ranked_mod.MIN_COLUMNS * ranked_mod.CELL_WIDTH, 40)
-    assert "same identity visible-infrared" in capsys.readouterr().out
-    assert vis.main(["curves", "--run", str(tmp_path / "nope")]) == 2
-    assert "neither TensorBoard event files" in capsys.readouterr().err
 
 
 def test_parse_log_reads_the_warm_up_rate_and_validation():
