@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader
 from csetgraph.config import load_config
 from csetgraph.data.build import build_train_data
 from csetgraph.data.datasets import PairedDataset
-from csetgraph.data.samplers import CrossModalityIdentitySampler
 from csetgraph.data.transforms import build_train_transform
+from csetgraph.engine.trainer import build_sampler
 from csetgraph.losses import build_criterion
 from csetgraph.models import build_model
 
@@ -31,43 +31,25 @@ ROOT = Path(__file__).resolve().parents[2]
 STEPS = 4
 
 
-def overrides(root, out_dir):
-    return [
-        f"data.root={root}",
-        "data.synthetic.enabled=false",
-        "data.height=32",
-        "data.width=16",
-        "data.num_ids_per_batch=2",
-        "data.num_instances=2",
-        "data.num_workers=0",
+def overrides(tiny_config, out_dir):
+    """The shared tiny config (tests/conftest.py) without randomness the reference cannot copy."""
+    return tiny_config(
+        out_dir,
+        "ddp",
         "data.flip_prob=0",
         "data.pad=0",
         "data.erasing_prob=0",
         # The reference below builds its batches with the PIL transforms: the same path here.
         "data.pipeline=pil",
-        "model.embed_dim=32",
-        "model.depth=2",
-        "model.num_heads=2",
         "model.drop_path_rate=0",
         "model.dropout=0",
-        "model.se.direction=both",
-        "model.se.layers=[0]",
-        "model.se.ratio=0.5",  # 32x16 input = 2 patches: exchange one of them
-        "model.ca.enabled=true",
-        "model.ca.heads=2",
-        "model.mhga.enabled=true",
-        "model.mhga.heads=2",
-        "train.epochs=1",
         f"train.max_steps_per_epoch={STEPS}",
         "train.warmup_epochs=0",  # the reference below steps Adam at a constant rate
-        "train.num_threads=1",
-        # Pinned: under "auto" a GPU machine would run this test on NCCL, not the gloo it checks.
+        # Pinned (also in the tiny config): under "auto" a GPU machine would run on NCCL.
         "train.device=cpu",
-        f"train.output_dir={out_dir}",
-        "train.run_name=ddp",
         "eval.trials=1",
         "eval.modes=[all]",
-    ]
+    )
 
 
 def sharded_reference(cfg, world_size=2):
@@ -81,16 +63,7 @@ def sharded_reference(cfg, world_size=2):
     dataset = PairedDataset(data.vis, data.ir, tf)
     loaders = []
     for rank in range(world_size):
-        sampler = CrossModalityIdentitySampler(
-            [r.pid for r in data.vis],
-            [r.pid for r in data.ir],
-            cfg.data.num_ids_per_batch,
-            cfg.data.num_instances,
-            seed=cfg.train.seed,
-            num_replicas=world_size,
-            rank=rank,
-        )
-        sampler.batches_per_epoch = min(sampler.batches_per_epoch, STEPS)
+        sampler = build_sampler(data, cfg, world_size=world_size, rank=rank)
         loaders.append(DataLoader(dataset, batch_sampler=sampler))
     criterion = build_criterion(cfg.loss)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
@@ -107,8 +80,8 @@ def sharded_reference(cfg, world_size=2):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_the_sharded_single_process_computation(sysu_root, tmp_path):
-    args = overrides(sysu_root, tmp_path)
+def test_two_process_ddp_matches_the_sharded_single_process_computation(tiny_config, tmp_path):
+    args = overrides(tiny_config, tmp_path)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     cmd += [str(ROOT / "scripts" / "train.py"), "--no-progress", *args]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
