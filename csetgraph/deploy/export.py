@@ -29,7 +29,7 @@ import torch
 
 from csetgraph.data.records import MODALITIES
 from csetgraph.deploy.embedder import RunEmbedder, check_modality
-from csetgraph.errors import IndexFolderError, missing_dependency
+from csetgraph.errors import IndexFolderError, MissingDependencyError, missing_dependency
 from csetgraph.retrieval.index import write_atomic
 
 EXPORT_BATCH = 2  # the example batch traced at export; parity is checked at another size
@@ -71,6 +71,11 @@ def export_one(model: torch.nn.Module, modality: str, path: Path, height: int, w
         import onnxscript  # noqa: F401  (the dynamo exporter needs it)
     except ImportError as err:
         raise missing_dependency("onnxscript", "deploy") from err
+    if tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 5):
+        raise MissingDependencyError(
+            f"the ONNX export needs torch>=2.5 (dynamo exporter), this is {torch.__version__}; "
+            "pip install -c constraints.txt torch torchvision"
+        )
     example = torch.randn(EXPORT_BATCH, 3, height, width)
     batch = torch.export.Dim("batch", min=1, max=4096)
     tmp = path.with_name(f".{path.name}.tmp")
