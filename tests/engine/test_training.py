@@ -44,7 +44,7 @@ def test_embedding_is_normalised_and_independent_of_the_batch():
     full = model.embed(x, "ir")
     torch.testing.assert_close(full.norm(dim=1), torch.ones(5))
     torch.testing.assert_close(model.embed(x[2:3], "ir"), full[2:3], atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="'vis', 'ir'|'vis' or 'ir'"):
+    with pytest.raises(ValueError, match=r"'vis', 'ir'|'vis' or 'ir'"):
         model.embed(x, "rgb")
 
 
@@ -181,3 +181,23 @@ def test_param_groups_exclude_norms_biases_and_the_models_no_weight_decay_names(
     # Without the hook, only the 1-D rule applies; the 3-D pos_embed is decayed.
     plain = torch.nn.ModuleDict({"proj": torch.nn.Linear(4, 4)})
     assert [len(g["params"]) for g in param_groups(plain, 1e-4)] == [1, 1]
+
+
+def test_compile_wraps_the_model_and_the_loss_and_checkpoints_keep_plain_names(
+    tiny_config, tmp_path, monkeypatch
+):
+    compiled = []
+
+    def fake_compile(module):
+        compiled.append(module)
+        return module
+
+    monkeypatch.setattr(trainer_mod.torch, "compile", fake_compile)
+    t = trainer_mod.Trainer(load_config(None, tiny_config(tmp_path, "c", "train.compile=true")))
+    try:
+        t.setup()
+    finally:
+        if t.lock is not None:
+            t.lock.release()
+        trainer_mod._close_logging()
+    assert compiled == [t.model, t.criterion] and isinstance(t.model, CSET)
