@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -12,6 +14,19 @@ from csetgraph.data.synthetic import generate_sysu_mm01
 def _few_threads():
     # Tiny tensors: thread start-up costs more than it saves, and CI has two cores.
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_loader_cache(tmp_path_factory):
+    """Training runs cache their decoded images (data.pipeline=tensor) in a session folder,
+    never in the user's ~/.cache; subprocesses inherit the variable."""
+    old = os.environ.get("CSETGRAPH_CACHE_DIR")
+    os.environ["CSETGRAPH_CACHE_DIR"] = str(tmp_path_factory.mktemp("loader-cache"))
+    yield
+    if old is None:
+        os.environ.pop("CSETGRAPH_CACHE_DIR", None)
+    else:
+        os.environ["CSETGRAPH_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="session")

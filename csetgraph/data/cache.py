@@ -19,9 +19,9 @@ temporary name and moved into place with ``os.replace``, then the manifest the s
 a cache with its manifest is ever used, so an interrupted build leaves no half cache behind
 (at worst a ``*.tmp-<pid>`` file, which is never read).
 
-The cache folder is ``data.cache_dir`` if set, else ``$XDG_CACHE_HOME/csetgraph``, else
-``~/.cache/csetgraph``; nothing is written inside the data set's folder unless ``data.cache_dir``
-points there.
+The cache folder is ``data.cache_dir`` if set, else ``$CSETGRAPH_CACHE_DIR``, else
+``$XDG_CACHE_HOME/csetgraph``, else ``~/.cache/csetgraph``; nothing is written inside the data
+set's folder unless one of these points there.
 """
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ RESIZE_METHOD = "torchvision.transforms.Resize(PIL, bilinear, antialias)"
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/csetgraph``, or ``~/.cache/csetgraph`` when the variable is unset."""
+    """``$CSETGRAPH_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/csetgraph``, else
+    ``~/.cache/csetgraph``."""
+    if os.environ.get("CSETGRAPH_CACHE_DIR"):
+        return Path(os.environ["CSETGRAPH_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "csetgraph"
 

@@ -146,14 +146,18 @@ def test_missing_image_names_the_file(image_folder, tmp_path):
 def test_nothing_is_written_inside_the_data_set_folder(image_folder, tmp_path, monkeypatch):
     data_folder = Path(image_folder[0]).parent
     before = folder_listing(data_folder)
+    monkeypatch.delenv("CSETGRAPH_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     cache = ensure_cache(image_folder, 24, 12, None, progress=False)  # the default folder
     assert folder_listing(data_folder) == before
     assert cache.path.parent == tmp_path / "xdg" / "csetgraph"
 
 
-def test_default_cache_dir_follows_xdg_then_home(tmp_path, monkeypatch):
+def test_default_cache_dir_follows_its_variable_then_xdg_then_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSETGRAPH_CACHE_DIR", str(tmp_path / "own"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert default_cache_dir() == tmp_path / "own"
+    monkeypatch.delenv("CSETGRAPH_CACHE_DIR")
     assert default_cache_dir() == tmp_path / "x" / "csetgraph"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
