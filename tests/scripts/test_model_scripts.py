@@ -1,18 +1,25 @@
 """scripts/ablate.py and scripts/complexity.py end to end on tiny settings."""
 
 import json
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from csetgraph.commands import complexity
+from csetgraph.commands.complexity import format_table, time_models
 from csetgraph.config import load_config
+from csetgraph.errors import ConfigError
+from csetgraph.models import build_model
 from csetgraph.models.ablation import TABLE1, ablation_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["model.embed_dim=64", "model.depth=2", "model.num_heads=2", "model.se.layers=[0]"]
-TINY += ["model.ca.heads=2", "model.mhga.heads=2", "data.height=32", "data.width=16"]
+TINY += ["model.ca.heads=2", "model.mhga.heads=2", "model.se.ratio=0.5"]  # 2 patches: swap 1
+TINY += ["data.height=32", "data.width=16"]
 
 
 def run(script, *args):
@@ -44,13 +51,72 @@ def test_table1_rows_set_exactly_their_switches():
         ablation_config(base, "SE sideways")
 
 
-def test_complexity_lists_every_configuration_with_growing_parameters():
-    out = run("complexity.py", "--rounds", "1", "--batch", "2", "--num-classes", "10", *TINY)
+def test_complexity_lists_every_configuration_with_its_parameters_and_ratio():
+    out = run("complexity.py", "--rounds", "2", "--batch", "2", "--num-classes", "10", *TINY)
     rows = {line[:22].strip(): line[22:].split() for line in out.splitlines()[2:]}
     assert list(rows) == [name for name, *_ in TABLE1]
-    params = [float(v[0]) for v in rows.values()]
-    assert params[0] < params[1] == params[2] == params[3] < params[4] < params[5]
-    assert float(rows["baseline"][2]) == 1.0
+    # Parameters: the models built here, counted here.
+    base = load_config(None, TINY)
+    for name, values in rows.items():
+        model = build_model(ablation_config(base, name).model, 10, (32, 16))
+        assert float(values[0]) == pytest.approx(n_params(model) / 1e6, abs=5e-4)
+    # The ratio column is each row's time over the baseline's (to the printed rounding).
+    base_ms = float(rows["baseline"][1])
+    for values in rows.values():
+        ms, ratio = float(values[1]), float(values[2])
+        assert ms > 0
+        assert ratio == pytest.approx(ms / base_ms, abs=0.006 + 0.0006 * ms / base_ms**2)
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_time_models_reports_times_measured_by_a_clock():
+    """Callables of known duration (sleeps) are timed as such, and interleaved."""
+    calls = []
+    durations = {"short": 0.02, "long": 0.06}
+
+    def sleeper(name):
+        def run():
+            calls.append(name)
+            time.sleep(durations[name])
+
+        return run
+
+    times = time_models({n: sleeper(n) for n in durations}, rounds=3)
+    assert calls == ["short", "long"] * 4  # one warm-up each, then rounds in turn
+    for name, t in times.items():
+        assert len(t) == 3
+        assert durations[name] <= statistics.median(t) < durations[name] + 0.015
+    table = format_table(
+        {"short": 1.0, "long": 2.0},
+        {n: statistics.median(t) * 1e3 for n, t in times.items()},
+        baseline="short",
+    )
+    ratio = float(table.splitlines()[2].split()[-1])
+    assert ratio == pytest.approx(
+        statistics.median(times["long"]) / statistics.median(times["short"]), abs=0.006
+    )
+    assert 2.3 < ratio < 3.1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch", "0"], "--batch 0 is not allowed: give an integer >= 1"),
+        (["--rounds", "-1"], "--rounds -1 is not allowed"),
+        ([*TINY, "model.se.ratio=0.01"], "model.se.ratio=0.01 exchanges floor"),
+        (["data.height=30", *TINY[:-2]], "data.height=30 does not fit the patch grid"),
+    ],
+)
+def test_complexity_user_errors_exit_2_with_one_line(args, message, capsys):
+    assert complexity.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("csetgraph complexity: error: ")
+    assert message in err[0]
+    with pytest.raises(ConfigError):
+        complexity.main([*args, "--debug"])
 
 
 @pytest.mark.slow
