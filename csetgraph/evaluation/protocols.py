@@ -1,39 +1,48 @@
-"""Evaluation protocols: feature extraction and the SYSU-MM01, RegDB and LLCM trials.
+"""Evaluation protocols: the SYSU-MM01, RegDB and LLCM trials, through the data-set table.
 
-Features of every image are extracted once (queries once for all trials and modes, each
-distinct gallery image once), then each trial's distance matrix is ranked by
-:func:`~csetgraph.evaluation.metrics.rank_metrics` under the protocol's rules
-(DESIGN.md section 4):
+A data set's module in :data:`csetgraph.data.DATASETS` says everything the evaluation needs:
+its ``PROTOCOL`` (the ranking rules of :func:`~csetgraph.evaluation.metrics.rank_metrics`),
+its ``DIRECTIONS``, the trials one evaluation runs (``eval_trials``) and each trial's query
+and gallery (``test_split``). :func:`evaluate_trials` runs any of them:
 
-* SYSU-MM01 (:func:`evaluate_sysu`): infrared queries, one visible gallery per trial
-  (0-9) and search mode (all / indoor), drawn as the community code does;
-* RegDB (:func:`evaluate_regdb`): one trial per model, visible-to-thermal and
-  thermal-to-visible, every test image used;
-* LLCM (:func:`evaluate_llcm`): IR-to-VIS and VIS-to-IR, one random gallery image per
-  identity and camera per trial (0-9).
+1. every (setting, trial) query and gallery is read;
+2. every distinct image is embedded once per modality (queries once for all trials, each
+   gallery image once however many galleries hold it), in path order;
+3. each trial's distance matrix is ranked under the protocol's rules (DESIGN.md section 4),
+   optionally after k-reciprocal re-ranking; mean and std over trials.
 
-:func:`evaluate_dataset` dispatches on ``cfg.data.dataset``; the training loop and
-``scripts/evaluate.py`` both go through it.
+A *setting* is one row of the results table: a direction (``"i2v"``, ``"v2i"``), or for
+SYSU-MM01, whose protocol has infrared queries only, a search mode (``"all"``,
+``"indoor"``). :func:`evaluate_dataset` is the one entry point of training and the
+``evaluate`` command; :func:`evaluate_sysu`, :func:`evaluate_regdb` and
+:func:`evaluate_llcm` are shorthands with each protocol's options:
+
+* SYSU-MM01: infrared queries, one visible gallery per trial (0-9) and search mode, drawn
+  as the community code does;
+* RegDB: one trial per model (``data.trial``), visible-to-thermal and thermal-to-visible,
+  every test image used;
+* LLCM: IR-to-VIS and VIS-to-IR, one random gallery image per identity and camera per
+  trial (0-9).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
 
 import numpy as np
 import torch
 
 from csetgraph.config import Config
+from csetgraph.data import get_dataset
 from csetgraph.data.records import DIRECTIONS, Record
+from csetgraph.errors import ConfigError
 from csetgraph.evaluation.features import extract_features
 from csetgraph.evaluation.metrics import pairwise_distance, rank_metrics
 from csetgraph.evaluation.reranking import k_reciprocal_rerank
 
 METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
-#: Result keys, in the order the papers report them (the direction vocabulary of
-#: :data:`csetgraph.data.records.DIRECTIONS`: "<query>2<gallery>").
-REGDB_DIRECTIONS = ("v2i", "i2v")
-LLCM_DIRECTIONS = ("i2v", "v2i")
 
 
 def summarise(trials: list[dict[str, float]]) -> dict:
@@ -95,188 +104,202 @@ def _score(
     return out
 
 
-def _rows(features: torch.Tensor, pool: Sequence[Record], subset: Sequence[Record]):
-    """The rows of ``features`` (computed for ``pool``) that belong to ``subset``."""
-    row = {r.path: i for i, r in enumerate(pool)}
-    index = torch.tensor([row[r.path] for r in subset], dtype=torch.long, device=features.device)
-    return features[index]
+@dataclass(frozen=True)
+class Setting:
+    """One row of the results table: its name, its direction, and the data set's
+    ``test_split`` options for it (SYSU-MM01: the search mode, shots, gallery draw)."""
+
+    name: str
+    direction: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How images are embedded and ranked (from ``cfg.eval`` in :func:`evaluate_dataset`)."""
+
+    transform: Callable
+    split: str = "test"
+    metric: str = "cosine"
+    rerank: bool = False
+    batch_size: int = 128
+    device: torch.device | str = "cpu"
+    flip: bool = False
+    num_workers: int = 0
+    progress: bool = True
+    amp: str = "auto"
+
+
+class Embeddings:
+    """Every distinct image of some query/gallery lists, embedded once per modality."""
+
+    def __init__(self, model: torch.nn.Module, lists: Sequence[Sequence[Record]], opts):
+        by_modality: dict[str, dict[str, Record]] = {}
+        for records in lists:
+            for r in records:
+                by_modality.setdefault(r.modality, {})[r.path] = r
+        self.row: dict[str, int] = {}
+        self.features: dict[str, torch.Tensor] = {}
+        for modality in sorted(by_modality):
+            records = [by_modality[modality][p] for p in sorted(by_modality[modality])]
+            self.row.update((r.path, i) for i, r in enumerate(records))
+            self.features[modality] = extract_features(
+                model,
+                records,
+                modality,
+                transform=opts.transform,
+                batch_size=opts.batch_size,
+                device=opts.device,
+                flip=opts.flip,
+                num_workers=opts.num_workers,
+                progress=opts.progress,
+                desc=f"{modality} images",
+                amp=opts.amp,
+            )  # (n_modality, D) on the device
+
+    def of(self, records: Sequence[Record]) -> torch.Tensor:
+        """The features of ``records`` (one modality), in their order.
+
+        Shapes:
+            output: ``(len(records), D)``.
+        """
+        feats = self.features[records[0].modality]
+        index = [self.row[r.path] for r in records]
+        return feats[torch.tensor(index, dtype=torch.long, device=feats.device)]
+
+
+def evaluate_trials(
+    model: torch.nn.Module,
+    ds: ModuleType,
+    root,
+    settings: Sequence[Setting],
+    trials: Sequence[int],
+    opts: EvalOptions,
+) -> dict[str, dict]:
+    """Run the ``trials`` of each setting of data set ``ds`` (a module of the table).
+
+    Returns:
+        ``{setting name: {"trials": [...], "mean": {...}, "std": {...}, "protocol": ...,
+        "query": ..., "gallery": ..., "trial_numbers": [...]}}``, metrics as fractions.
+    """
+    if not settings:
+        raise ConfigError("nothing to evaluate: no search mode or direction was given")
+    if not trials:
+        raise ConfigError("nothing to evaluate: eval.trials must be >= 1")
+    splits = {
+        (s.name, t): ds.test_split(
+            root, split=opts.split, direction=s.direction, trial=t, **s.options
+        )
+        for s in settings
+        for t in trials
+    }
+    emb = Embeddings(model, [r for pair in splits.values() for r in pair], opts)
+    q_q_cache: dict[tuple[str, ...], torch.Tensor] = {}
+    results = {}
+    for s in settings:
+        per_trial = []
+        for t in trials:
+            query, gallery = splits[s.name, t]
+            q_feat = emb.of(query)
+            q_q = None
+            if opts.rerank:  # the query set is the same in every trial: its distances too
+                key = tuple(r.path for r in query)
+                if key not in q_q_cache:
+                    q_q_cache[key] = pairwise_distance(q_feat, q_feat, metric=opts.metric)
+                q_q = q_q_cache[key]
+            scores = _score(
+                q_feat, query, emb.of(gallery), gallery,
+                protocol=ds.PROTOCOL, metric=opts.metric, rerank=opts.rerank, q_q=q_q,
+            )  # fmt: skip
+            per_trial.append(scores)
+        q_mod, g_mod = DIRECTIONS[s.direction]
+        results[s.name] = {
+            **summarise(per_trial),
+            "protocol": ds.PROTOCOL,
+            "query": q_mod,
+            "gallery": g_mod,
+            "trial_numbers": list(trials),
+        }
+    return results
+
+
+def protocol_settings(
+    ds: ModuleType, root, modes: Sequence[str] = ("all", "indoor"), shots: int = 1,
+    gallery: str = "random",
+) -> list[Setting]:  # fmt: skip
+    """The rows a data set reports: SYSU-MM01's search modes, else its directions.
+
+    ``shots`` and ``gallery`` (``"random"`` | ``"official"``) are SYSU-MM01's gallery options;
+    the other protocols draw single-shot galleries only.
+    """
+    if ds.PROTOCOL == "sysu":  # infrared queries only; one row per search mode
+        perm = None
+        if gallery == "official":
+            path = ds.official_perm_path(ds.check_root(root))
+            if path is not None:  # a missing file is reported by test_split
+                perm = ds.load_rand_perm(path)
+        options = dict(shots=shots, gallery=gallery, perm=perm)
+        return [Setting(mode, "i2v", {"mode": mode, **options}) for mode in modes]
+    if shots != 1 or gallery != "random":
+        raise ConfigError(
+            f"--shots and --gallery official are SYSU-MM01 options; {ds.NAME} draws "
+            "single-shot galleries only"
+        )
+    return [Setting(d, d) for d in ds.DIRECTIONS]
 
 
 def evaluate_sysu(
     model: torch.nn.Module,
-    root: str,
+    root,
     *,
     transform: Callable,
     modes: Sequence[str] = ("all", "indoor"),
     trials: int = 10,
     shots: int = 1,
     gallery: str = "random",
-    split: str = "test",
-    metric: str = "cosine",
-    rerank: bool = False,
-    batch_size: int = 128,
-    device: torch.device | str = "cpu",
-    flip: bool = False,
-    num_workers: int = 0,
-    progress: bool = True,
-    amp: str = "auto",
+    **options,
 ) -> dict[str, dict]:
-    """Infrared-to-visible retrieval on SYSU-MM01 (or the synthetic data set in its layout).
+    """Infrared-to-visible retrieval on SYSU-MM01 (or the synthetic set in its layout).
 
-    Query features are extracted once for all modes and trials, and each distinct gallery
-    image once (over all modes and trials); each trial's gallery is drawn by
-    :func:`csetgraph.data.sysu_mm01.test_split` (``gallery="random"``: the seeded
-    community draw, ``shots`` images per id and camera; ``"official"``: the permutations of
-    ``rand_perm_cam.mat``), and ranked with ``protocol="sysu"``.
+    Each trial's gallery is drawn by :func:`csetgraph.data.sysu_mm01.test_split`
+    (``gallery="random"``: the seeded community draw, ``shots`` images per id and camera;
+    ``"official"``: the permutations of ``rand_perm_cam.mat``), ranked with
+    ``protocol="sysu"``. ``options`` are :class:`EvalOptions` fields.
 
     Returns:
-        ``{mode: {"trials": [...], "mean": {...}, "std": {...}, ...}}`` with the metrics of
-        :data:`METRIC_KEYS` as fractions.
+        ``{mode: {...}}`` as :func:`evaluate_trials`.
     """
-    from csetgraph.data import sysu_mm01
-
-    kw = dict(
-        transform=transform,
-        batch_size=batch_size,
-        device=device,
-        flip=flip,
-        num_workers=num_workers,
-        progress=progress,
-        amp=amp,
-    )
-    if not modes:
-        raise ValueError("modes is empty; pass 'all' and/or 'indoor'")
     if trials < 1:
-        raise ValueError(f"trials must be >= 1, got {trials}")
-    perm = None
-    if gallery == "official":
-        path = sysu_mm01.official_perm_path(root)
-        if path is not None:  # a missing file is reported by test_split
-            perm = sysu_mm01.load_rand_perm(path)
-    query, _ = sysu_mm01.test_split(root, modes[0], 0, shots, split, gallery, perm)
-    q_feat = extract_features(model, query, "ir", desc="query (ir)", **kw)
-    q_q = pairwise_distance(q_feat, q_feat, metric=metric) if rerank else None
-    galleries = {
-        mode: [
-            sysu_mm01.test_split(root, mode, t, shots, split, gallery, perm)[1]
-            for t in range(trials)
-        ]
-        for mode in modes
-    }
-    # The indoor galleries' images are among the all-search ones: embed each image once.
-    unique = sorted(
-        {r.path: r for gs in galleries.values() for g in gs for r in g}.values(),
-        key=lambda r: r.path,
-    )
-    g_feat_all = extract_features(model, unique, "vis", desc="gallery (vis)", **kw)
-    results = {}
-    for mode in modes:
-        per_trial = [
-            _score(
-                q_feat,
-                query,
-                _rows(g_feat_all, unique, g),
-                g,
-                protocol="sysu",
-                metric=metric,
-                rerank=rerank,
-                q_q=q_q,
-            )
-            for g in galleries[mode]
-        ]
-        results[mode] = {
-            **summarise(per_trial),
-            "protocol": "sysu",
-            "query": "ir",
-            "gallery": "vis",
-        }
-    return results
+        raise ConfigError(f"trials must be >= 1, got {trials}")
+    ds = get_dataset("sysu_mm01")
+    settings = protocol_settings(ds, root, modes, shots, gallery)
+    opts = EvalOptions(transform=transform, **options)
+    return evaluate_trials(model, ds, root, settings, ds.eval_trials(trials), opts)
 
 
 def evaluate_regdb(
-    model: torch.nn.Module,
-    root: str,
-    *,
-    transform: Callable,
-    trial: int = 1,
-    split: str = "test",
-    metric: str = "cosine",
-    rerank: bool = False,
-    batch_size: int = 128,
-    device: torch.device | str = "cpu",
-    flip: bool = False,
-    num_workers: int = 0,
-    progress: bool = True,
-    amp: str = "auto",
+    model: torch.nn.Module, root, *, transform: Callable, trial: int = 1, **options
 ) -> dict[str, dict]:
     """Visible-to-thermal (``"v2i"``) and thermal-to-visible (``"i2v"``) retrieval on RegDB.
 
     One trial only: the RegDB protocol trains one model per trial (``data.trial``, 1-10)
-    and tests it on that trial's test split; average the ten runs' results afterwards
-    (``scripts/evaluate.py`` does it when given the ten run folders). Every test image
-    of one modality is a query and every image of the other the gallery; nothing is
-    dropped (``protocol="regdb"``). Each image's features are extracted once and serve
-    both directions. ``split="val"`` evaluates on the held-out training identities
-    (:func:`csetgraph.data.regdb.val_ids`) for model selection.
+    and tests it on that trial's test split; the ``evaluate`` command averages ten runs
+    when given their folders. Every test image of one modality is a query and every image
+    of the other the gallery; nothing is dropped (``protocol="regdb"``). ``split="val"``
+    evaluates on the held-out training identities (:func:`csetgraph.data.regdb.val_ids`).
 
     Returns:
-        ``{"v2i": {...}, "i2v": {...}}``, each as :func:`summarise` (one trial) plus
-        ``"trial"``, ``"protocol"`` and the query and gallery modalities.
+        ``{"v2i": {...}, "i2v": {...}}`` as :func:`evaluate_trials`.
     """
-    from csetgraph.data import regdb
-
-    kw = dict(
-        transform=transform,
-        batch_size=batch_size,
-        device=device,
-        flip=flip,
-        num_workers=num_workers,
-        progress=progress,
-        amp=amp,
+    ds = get_dataset("regdb")
+    opts = EvalOptions(transform=transform, **options)
+    return evaluate_trials(
+        model, ds, root, protocol_settings(ds, root), ds.eval_trials(1, trial), opts
     )
-    vis, ir = regdb.test_records(root, trial, split)
-    records = {"vis": vis, "ir": ir}
-    feats = {
-        "vis": extract_features(model, vis, "vis", desc="visible", **kw),
-        "ir": extract_features(model, ir, "ir", desc="thermal", **kw),
-    }
-    results = {}
-    for name in REGDB_DIRECTIONS:
-        q_mod, g_mod = DIRECTIONS[name]
-        scores = _score(
-            feats[q_mod],
-            records[q_mod],
-            feats[g_mod],
-            records[g_mod],
-            protocol="regdb",
-            metric=metric,
-            rerank=rerank,
-        )
-        results[name] = {
-            **summarise([scores]),
-            "protocol": "regdb",
-            "query": q_mod,
-            "gallery": g_mod,
-            "trial": trial,
-        }
-    return results
 
 
 def evaluate_llcm(
-    model: torch.nn.Module,
-    root: str,
-    *,
-    transform: Callable,
-    trials: int = 10,
-    split: str = "test",
-    metric: str = "cosine",
-    rerank: bool = False,
-    batch_size: int = 128,
-    device: torch.device | str = "cpu",
-    flip: bool = False,
-    num_workers: int = 0,
-    progress: bool = True,
-    amp: str = "auto",
+    model: torch.nn.Module, root, *, transform: Callable, trials: int = 10, **options
 ) -> dict[str, dict]:
     """IR-to-VIS (``"i2v"``) and VIS-to-IR (``"v2i"``) retrieval on LLCM, trials 0..trials-1.
 
@@ -284,63 +307,42 @@ def evaluate_llcm(
     gallery is one image per identity and camera of the other modality drawn with
     ``random.seed(trial)`` (:func:`csetgraph.data.llcm.sample_gallery`); gallery images
     with the query's identity and camera are dropped and the CMC is identity-deduplicated
-    (``protocol="llcm"``). Every test image's features are extracted once: the galleries
-    are subsets of the other direction's query set. ``split="val"`` evaluates on the
-    held-out training identities (:func:`csetgraph.data.llcm.val_ids`).
+    (``protocol="llcm"``). ``split="val"`` evaluates on the held-out training identities.
 
     Returns:
-        ``{"i2v": {...}, "v2i": {...}}`` as :func:`summarise` plus ``"protocol"`` and the
-        query and gallery modalities.
+        ``{"i2v": {...}, "v2i": {...}}`` as :func:`evaluate_trials`.
     """
-    from csetgraph.data import llcm
-
     if trials < 1:
-        raise ValueError(f"trials must be >= 1, got {trials}")
-    kw = dict(
-        transform=transform,
-        batch_size=batch_size,
-        device=device,
-        flip=flip,
-        num_workers=num_workers,
-        progress=progress,
-        amp=amp,
+        raise ConfigError(f"trials must be >= 1, got {trials}")
+    ds = get_dataset("llcm")
+    opts = EvalOptions(transform=transform, **options)
+    return evaluate_trials(
+        model, ds, root, protocol_settings(ds, root), ds.eval_trials(trials), opts
     )
-    records = {m: llcm.test_records(root, m, split) for m in ("ir", "vis")}
-    for modality, recs in records.items():
-        if not recs:
-            raise ValueError(
-                f"the LLCM {split} split of {str(root)!r} has no {modality} images; both "
-                "modalities are needed"
-            )
-    feats = {
-        m: extract_features(model, recs, m, desc=f"{m} images", **kw) for m, recs in records.items()
-    }
-    results = {}
-    for name in LLCM_DIRECTIONS:
-        q_mod, g_mod = DIRECTIONS[name]
-        q_q = pairwise_distance(feats[q_mod], feats[q_mod], metric=metric) if rerank else None
-        per_trial = []
-        for t in range(trials):
-            gallery = llcm.sample_gallery(records[g_mod], t)
-            per_trial.append(
-                _score(
-                    feats[q_mod],
-                    records[q_mod],
-                    _rows(feats[g_mod], records[g_mod], gallery),
-                    gallery,
-                    protocol="llcm",
-                    metric=metric,
-                    rerank=rerank,
-                    q_q=q_q,
-                )
-            )
-        results[name] = {
-            **summarise(per_trial),
-            "protocol": "llcm",
-            "query": q_mod,
-            "gallery": g_mod,
-        }
-    return results
+
+
+METRICS = ("cosine", "euclidean")
+SEARCH_MODES = ("all", "indoor")
+
+
+def check_eval_config(cfg: Config) -> None:
+    """Refuse ``eval.*`` values that cannot work, before a model is built or an image read."""
+    from csetgraph.evaluation.features import EVAL_AMP_MODES
+
+    ev = cfg.eval
+    if ev.metric not in METRICS:
+        raise ConfigError(f"eval.metric must be one of {', '.join(METRICS)}, got {ev.metric!r}")
+    if ev.amp not in EVAL_AMP_MODES:
+        raise ConfigError(f"eval.amp must be one of {', '.join(EVAL_AMP_MODES)}, got {ev.amp!r}")
+    bad = [m for m in ev.modes if m not in SEARCH_MODES]
+    if bad or not ev.modes:
+        raise ConfigError(
+            f"eval.modes must list SYSU-MM01 search modes ({', '.join(SEARCH_MODES)}), "
+            f"got {ev.modes}"
+        )
+    for key in ("trials", "batch_size"):
+        if getattr(ev, key) < 1:
+            raise ConfigError(f"eval.{key} must be >= 1, got {getattr(ev, key)}")
 
 
 def evaluate_dataset(
@@ -355,15 +357,18 @@ def evaluate_dataset(
     gallery: str = "random",
     rerank: bool = False,
 ) -> dict[str, dict]:
-    """The configured data set's protocol: the one entry point for training and scripts.
+    """The configured data set's protocol: the one entry point for training and commands.
 
-    ``cfg.data.dataset`` picks :func:`evaluate_sysu` (modes ``cfg.eval.modes``,
-    ``cfg.eval.trials`` trials), :func:`evaluate_regdb` (trial ``cfg.data.trial``, both
-    directions) or :func:`evaluate_llcm` (``cfg.eval.trials`` trials, both directions);
-    ``cfg.eval`` gives the metric, batch size, flip averaging and autocast (``eval.amp``).
-    ``shots`` and ``gallery`` apply to SYSU-MM01 only.
+    The data set is ``cfg.data.dataset``'s module of the table; its trials are
+    ``eval_trials(cfg.eval.trials, cfg.data.trial)`` (the gallery draws of SYSU-MM01 and
+    LLCM; RegDB's own ``data.trial``); its rows are SYSU-MM01's ``cfg.eval.modes`` or the
+    data set's directions. ``cfg.eval`` gives the metric, batch size, flip averaging and
+    autocast (``eval.amp``). ``shots`` and ``gallery`` apply to SYSU-MM01 only.
     """
-    common = dict(
+    check_eval_config(cfg)
+    ds = get_dataset(cfg.data.dataset)
+    root = cfg.data.root
+    opts = EvalOptions(
         transform=transform,
         split=split,
         metric=cfg.eval.metric,
@@ -375,27 +380,9 @@ def evaluate_dataset(
         progress=progress,
         amp=cfg.eval.amp,
     )
-    dataset, root = cfg.data.dataset, cfg.data.root
-    if dataset != "sysu_mm01" and (shots != 1 or gallery != "random"):
-        raise ValueError(
-            f"shots and gallery='official' are SYSU-MM01 options; {dataset} draws "
-            "single-shot galleries only"
-        )
-    if dataset == "sysu_mm01":
-        return evaluate_sysu(
-            model,
-            root,
-            modes=cfg.eval.modes,
-            trials=cfg.eval.trials,
-            shots=shots,
-            gallery=gallery,
-            **common,
-        )
-    if dataset == "regdb":
-        return evaluate_regdb(model, root, trial=cfg.data.trial, **common)
-    if dataset == "llcm":
-        return evaluate_llcm(model, root, trials=cfg.eval.trials, **common)
-    raise ValueError(f"data.dataset must be sysu_mm01, regdb or llcm, got {dataset!r}")
+    settings = protocol_settings(ds, root, cfg.eval.modes, shots, gallery)
+    trials = ds.eval_trials(cfg.eval.trials, cfg.data.trial)
+    return evaluate_trials(model, ds, root, settings, trials, opts)
 
 
 def format_table(results: dict[str, dict], title: str = "") -> str:

@@ -21,6 +21,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from csetgraph.errors import RunFolderError
+
 __all__ = ["parse_log", "plot_curves", "read_scalars"]
 
 Scalars = dict[str, tuple[np.ndarray, np.ndarray]]  # tag -> (steps, values)
@@ -77,7 +79,10 @@ def read_scalars(run_dir: str | Path, *, source: str = "auto") -> Scalars:
     has_events = tb.is_dir() and any(tb.glob("events.out.tfevents.*"))
     if source == "tensorboard" or (source == "auto" and has_events):
         if not has_events:
-            raise FileNotFoundError(f"no TensorBoard event files in {str(tb)!r}")
+            raise RunFolderError(
+                f"no TensorBoard event files in {str(tb)!r}; use --source log (log.txt) or "
+                "--source auto"
+            )
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
         acc = EventAccumulator(str(tb), size_guidance={"scalars": 0})
@@ -92,9 +97,9 @@ def read_scalars(run_dir: str | Path, *, source: str = "auto") -> Scalars:
         return out
     log = run_dir / "log.txt"
     if not log.is_file():
-        raise FileNotFoundError(
+        raise RunFolderError(
             f"{str(run_dir)!r} has neither TensorBoard event files (tensorboard/) nor a "
-            "log.txt; is it a run folder written by scripts/train.py?"
+            "log.txt; pass a run folder written by csetgraph train"
         )
     return parse_log(log.read_text())
 

@@ -39,6 +39,7 @@ from PIL import Image
 
 from csetgraph.config import Config
 from csetgraph.data.records import Record, load_image
+from csetgraph.errors import ConfigError
 from csetgraph.models.cset import CSET
 from csetgraph.visualization.run import eval_transform
 
@@ -104,7 +105,7 @@ def class_token_attention(
         raise ValueError(f"method must be 'attention' or 'rollout', got {method!r}")
     depth = len(encoder.blocks)
     if not 1 <= num_blocks <= depth:
-        raise ValueError(
+        raise ConfigError(
             f"num_blocks must be in [1, {depth}] (the encoder's depth), got {num_blocks}"
         )
     x = encoder.embed_tokens(images)  # (B, N, C)
@@ -138,7 +139,7 @@ def mhga_class_attention(model: CSET, images: torch.Tensor, modality: str) -> to
         - images: ``(B, 3, H, W)`` -> ``(B, h, w)`` non-negative weights.
     """
     if model.mhga is None:
-        raise ValueError(
+        raise ConfigError(
             "this model has no MHGA branch (model.mhga.enabled=false): use the 'attention' "
             "or 'rollout' heat map"
         )
@@ -197,11 +198,11 @@ def identity_pairs(
     rng = random.Random(seed)
     if pids is None:
         if num_ids > len(both):
-            raise ValueError(f"asked for {num_ids} identities; {len(both)} have both modalities")
+            raise ConfigError(f"asked for {num_ids} identities; {len(both)} have both modalities")
         pids = sorted(rng.sample(both, num_ids))
     missing = [p for p in pids if p not in both]
     if missing:
-        raise ValueError(f"identities {missing} do not have images of both modalities")
+        raise ConfigError(f"identities {missing} do not have images of both modalities")
     return [(rng.choice(by_pid[p]["vis"]), rng.choice(by_pid[p]["ir"])) for p in pids]
 
 

@@ -27,6 +27,7 @@ from PIL import Image
 
 from csetgraph.config import Config
 from csetgraph.data.records import Record, load_image
+from csetgraph.errors import ConfigError
 from csetgraph.evaluation.features import extract_features
 from csetgraph.evaluation.metrics import ignored_gallery, pairwise_distance
 from csetgraph.visualization.run import eval_transform
@@ -129,7 +130,7 @@ def ranked_lists(
 def choose_queries(num_query: int, num: int, seed: int = 0) -> list[int]:
     """``num`` distinct query indices drawn with ``random.Random(seed)``, sorted."""
     if num > num_query:
-        raise ValueError(f"asked for {num} queries, but the query set has only {num_query}")
+        raise ConfigError(f"asked for {num} queries, but the query set has only {num_query}")
     return sorted(random.Random(seed).sample(range(num_query), num))
 
 
@@ -145,7 +146,7 @@ def compute_ranked_lists(
     mode: str = "all",
     trial: int = 0,
     split: str = "test",
-    direction: str = "I2V",
+    direction: str = "i2v",
     device: torch.device | str = "cpu",
 ) -> list[RankedList]:
     """Ranked lists of chosen (or ``num_queries`` seeded random) queries of one trial.
@@ -159,7 +160,7 @@ def compute_ranked_lists(
         queries = choose_queries(len(rs.query), num_queries, seed)
     bad = [i for i in queries if not 0 <= i < len(rs.query)]
     if bad:
-        raise ValueError(f"query indices {bad} out of range: the query set has {len(rs.query)}")
+        raise ConfigError(f"query indices {bad} out of range: the query set has {len(rs.query)}")
     chosen = [rs.query[i] for i in queries]
     tf = eval_transform(model, cfg)
     kw = dict(

@@ -29,6 +29,7 @@ from matplotlib.lines import Line2D
 
 from csetgraph.config import Config
 from csetgraph.data.records import Record
+from csetgraph.errors import ConfigError
 from csetgraph.evaluation.features import extract_features
 from csetgraph.visualization.run import eval_transform
 from csetgraph.visualization.testsets import split_images
@@ -121,7 +122,7 @@ def embed_test_images(
                 chosen.append(r)
                 count[r.pid] = count.get(r.pid, 0) + 1
         if not chosen:
-            raise ValueError(f"no {modality} images of the chosen identities in the {split} split")
+            raise ConfigError(f"no {modality} images of the chosen identities in the {split} split")
         feats.append(
             extract_features(
                 model,

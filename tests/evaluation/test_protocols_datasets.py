@@ -228,7 +228,7 @@ def test_dispatcher_reads_the_config(regdb_root, llcm_root):
     )
     model = FakeModel(_regdb_records(regdb_root, 3), "onehot")
     res = evaluate_dataset(model, cfg, device="cpu", transform=TRANSFORM, progress=False)
-    assert res["v2i"]["trial"] == 3 and res["v2i"]["mean"]["rank1"] == 1.0
+    assert res["v2i"]["trial_numbers"] == [3] and res["v2i"]["mean"]["rank1"] == 1.0
     held = regdb.val_ids(regdb_root, 3)
     val = evaluate_dataset(
         FakeModel(regdb.train_records(regdb_root, 3, "val"), "onehot"),
