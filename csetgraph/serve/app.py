@@ -18,6 +18,7 @@ gets a 4xx answer whose ``detail`` says what is wrong; it never stops the server
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -96,7 +97,6 @@ def create_app(
         raise missing_dependency("fastapi and python-multipart", "deploy")
     app = FastAPI(title="csetgraph gallery search", version="1")
     examples = list(examples or [])
-    index = searcher.index
 
     @app.exception_handler(UploadError)
     def _refused(_request, err: UploadError):
@@ -105,6 +105,21 @@ def create_app(
     @app.exception_handler(UserError)
     def _user_error(_request, err: UserError):
         return JSONResponse({"detail": str(err)}, status_code=400)
+
+    _add_read_routes(app, searcher, examples)
+    _add_search_route(app, searcher, examples, max_upload_bytes)
+    return app
+
+
+def _file(path: str, what: str):
+    if not Path(path).is_file():
+        raise UploadError(404, f"{what} file is missing on the server")
+    return FileResponse(path)
+
+
+def _add_read_routes(app, searcher: GallerySearcher, examples: list[Record]) -> None:
+    """``GET /``, ``/health``, ``/gallery/{i}``, ``/examples`` and ``/examples/{i}``."""
+    index = searcher.index
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -123,11 +138,6 @@ def create_app(
             "examples": len(examples),
         }
 
-    def _file(path: str, what: str):
-        if not Path(path).is_file():
-            raise UploadError(404, f"{what} file is missing on the server")
-        return FileResponse(path)
-
     @app.get("/gallery/{i}")
     def gallery(i: int):
         if not 0 <= i < len(index.metadata):
@@ -143,6 +153,12 @@ def create_app(
         if not 0 <= i < len(examples):
             raise UploadError(404, f"no example {i}; there are {len(examples)}")
         return _file(examples[i].path, f"example {i}'s")
+
+
+def _add_search_route(
+    app, searcher: GallerySearcher, examples: list[Record], max_upload_bytes: int
+) -> None:
+    """``POST /search``: an uploaded image or a picked example, ranked against the gallery."""
 
     @app.post("/search")
     def search(
@@ -162,15 +178,13 @@ def create_app(
                 raise UploadError(422, f"no example {example}; there are {len(examples)}")
             rec = examples[example]
             img = load_image(rec.path)
-            query.update(
-                pid=rec.pid, camid=rec.camid if camid is None else camid, name=Path(rec.path).name
-            )
+            # A picked example brings its identity (for the frames) and camera (for the rule).
+            query.update(pid=rec.pid, camid=rec.camid if camid is None else camid)
+            query["name"] = Path(rec.path).name
         else:
             raise UploadError(422, "send an image file (field 'image') or an example id")
         answer = searcher.search_images([img], modality, k, query["camid"])[0]
         return {**answer, "query": query, "threshold": searcher.threshold}
-
-    return app
 
 
 def query_examples(searcher: GallerySearcher, limit: int = 48) -> list[Record]:
@@ -189,5 +203,6 @@ def query_examples(searcher: GallerySearcher, limit: int = 48) -> list[Record]:
     by_pid: dict[int, list[Record]] = {}
     for rec in records:
         by_pid.setdefault(rec.pid, []).append(rec)
-    spread = [r for group in zip(*by_pid.values(), strict=False) for r in group]
+    rounds = itertools.zip_longest(*by_pid.values())
+    spread = [r for group in rounds for r in group if r is not None]
     return spread[:limit]
