@@ -198,7 +198,8 @@ class Trainer:
             return
         rf.check_resumable(cfg.train.resume)
         self.run_dir = run_folder(cfg.train.resume)
-        rf.check_unlocked(self.run_dir)
+        if self.dist.is_main:  # other ranks would see the main process's own lock
+            rf.check_unlocked(self.run_dir)
         self.resume = load_checkpoint(cfg.train.resume)
         check_resumable_checkpoint(self.resume, cfg.train.resume)
         saved = config_from_dict(json.loads(self.resume["config"]))

@@ -72,7 +72,9 @@ def test_overwrite_moves_the_old_run_aside_intact(copy_run, tiny_config):
     ("extra", "error"),
     [
         (["data.root=/nonexistent/sysu", "data.synthetic.enabled=false"], DatasetLayoutError),
-        (["model.se.layers=[99]"], Exception),  # refused while the model is built
+        (["model.se.layers=[99]"], ValueError),  # refused while the model is built
+        (["data.height=40"], ConfigError),  # not a multiple of the 16-pixel patch
+        (["train.resume=/nonexistent/run"], CheckpointError),
     ],
 )
 def test_a_failed_start_leaves_no_folder(tiny_config, tmp_path, extra, error):
