@@ -59,3 +59,20 @@ def test_export_errors(tmp_path, capsys):
         read_preprocess(tmp_path, "vis")
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--output", str(tmp_path), "--format", "tflite"])
+
+
+def test_preprocess_json_alone_reproduces_the_embedding(exported, tiny_run, tmp_path):
+    """docs/deploy.md's recipe: PIL + numpy + ONNX Runtime, no csetgraph, no torchvision."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "q.jpg"
+    Image.fromarray((rng.random((300, 150, 3)) * 255).astype("uint8")).save(path)
+    info = json.loads((exported / "preprocess.json").read_text())
+    img = Image.open(path).convert("RGB").resize((info["width"], info["height"]), Image.BILINEAR)
+    x = (np.asarray(img, np.float32) / 255 - info["mean"]) / info["std"]  # (H, W, 3)
+    x = x.transpose(2, 0, 1)[None].astype(np.float32)  # (1, 3, H, W)
+    emb = OnnxEmbedder(exported / "embed_ir.onnx")(x)
+    model, cfg = tiny_run["model"], tiny_run["cfg"]
+    ref = model.embed(eval_transform(model, cfg)(load_image(path))[None], "ir").numpy()
+    assert np.abs(emb - ref).max() <= 1e-4
