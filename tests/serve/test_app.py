@@ -129,3 +129,18 @@ def test_huge_upload_is_refused(searcher):
         data={"modality": "ir"},
     )
     assert reply.status_code == 413 and "larger than" in reply.json()["detail"]
+
+
+def test_serve_command_refuses_a_folder_without_an_index(tmp_path, capsys):
+    from csetgraph.commands.serve import main
+
+    assert main([str(tmp_path), "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "csetgraph serve: error:" in err[0] and "not a gallery index" in err[0]
+
+
+def test_examples_alternate_identities(app, client):
+    examples = client.get("/examples").json()
+    pids = [e["pid"] for e in examples]
+    distinct = len(set(pids))
+    assert distinct > 1 and len(set(pids[:distinct])) == distinct  # every identity once first
