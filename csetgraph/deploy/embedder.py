@@ -115,7 +115,10 @@ class RunEmbedder:
     ) -> np.ndarray:
         """Embed image files in batches, with a progress bar: ``(len(records), D)``."""
         loader = DataLoader(
-            ImageDataset(list(records), self.transform), batch_size=self.batch_size, shuffle=False
+            ImageDataset(list(records), self.transform),
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=int(self.cfg.data.num_workers),  # the run's own loader setting
         )
         out = [
             self.embed_tensor(images, modality)

@@ -183,6 +183,8 @@ class GalleryIndex:
         self._index = faiss_index
         self.metadata = metadata
         self.manifest = manifest
+        # Gallery cameras as one array: camera exclusion looks them up on every search.
+        self._camids = np.fromiter((m["camid"] for m in metadata), np.int64, len(metadata))
 
     # ------------------------------------------------------------------ building
 
@@ -239,6 +241,7 @@ class GalleryIndex:
         meta = _check_metadata(metadata, len(x))
         self._index.add(x)
         self.metadata.extend(meta)
+        self._camids = np.concatenate([self._camids, [m["camid"] for m in meta]])
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -272,8 +275,7 @@ class GalleryIndex:
             )
 
     def _excluded_ids(self, cameras: set[int]) -> np.ndarray:
-        camids = np.fromiter((m["camid"] for m in self.metadata), dtype=np.int64)
-        return np.flatnonzero(np.isin(camids, list(cameras))).astype(np.int64)
+        return np.flatnonzero(np.isin(self._camids, list(cameras))).astype(np.int64)
 
     def _search_group(self, x: np.ndarray, k: int, cameras: set[int]):
         """One faiss search of queries that share the same excluded gallery cameras."""
