@@ -106,3 +106,8 @@ def test_requires_python_admits_tested_versions(minor):
     low = tuple(int(x) for x in spec.removeprefix(">=").split("."))
     assert (3, minor) >= low
     assert sys.version_info[:2] >= low
+
+
+def test_readme_states_the_python_floor_of_pyproject():
+    floor = _project()["requires-python"].removeprefix(">=")
+    assert f"Python {floor}+" in (ROOT / "README.md").read_text()
