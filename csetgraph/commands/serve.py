@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         searcher = GallerySearcher.from_folder(args.index, run=args.run)
         examples = query_examples(searcher, args.examples)
         app = create_app(searcher, examples, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
-        print(f"serving {len(searcher.index)} gallery images on http://{args.host}:{args.port}")
+        print(
+            f"serving {len(searcher.index)} gallery images on http://{args.host}:{args.port}",
+            flush=True,
+        )
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
         return 0
 
