@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -149,3 +150,12 @@ def test_manifest_camera_rule_applies_when_a_query_camera_is_given(gallery):
     np.testing.assert_array_equal(i, ref_i)
     _, unruled = index.search(queries, k=10)  # no query camera: nothing excluded
     np.testing.assert_array_equal(unruled, brute_force(feats, None, queries, None, {}, 10)[1])
+
+
+def test_missing_faiss_names_the_deploy_extra(gallery, monkeypatch):
+    from csetgraph.errors import MissingDependencyError
+
+    feats, meta, _ = gallery
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
+    with pytest.raises(MissingDependencyError, match=r"csetgraph\[deploy\]"):
+        GalleryIndex.build(feats[:10], meta[:10])
