@@ -263,7 +263,8 @@ class Trainer:
             rf.move_aside(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.lock = rf.acquire_lock(self.run_dir)
-        rf.remove_stale_temporaries(self.run_dir / "checkpoints")
+        for folder in (self.run_dir, self.run_dir / "checkpoints"):
+            rf.remove_stale_temporaries(folder)
         if self.resume is None:
             save_config(self.cfg, self.run_dir / "config.yaml")
             _write_json(self.run_dir / "fingerprint.json", {"train": self.fingerprint})

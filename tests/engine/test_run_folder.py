@@ -117,12 +117,15 @@ def test_resume_takes_over_a_stale_lock_removes_temporaries_and_records_safe_cha
     (copy_run / LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
     stale = copy_run / "checkpoints" / ".last.pt.x1y2.tmp"
     stale.write_bytes(b"")  # what a kill -9 during a checkpoint write leaves
+    stale_json = copy_run / ".metrics.json.123.tmp"
+    stale_json.write_text("{")
     config_yaml = (copy_run / "config.yaml").read_bytes()
     asked = [f"train.resume={copy_run}", "train.epochs=2", "eval.modes=[all]"]
     with caplog.at_level("WARNING", logger="csetgraph"):
         train(cfg_for(tiny_config, copy_run.parent, "tiny", *asked), progress=False)
     assert "stale lock" in caplog.text
-    assert not stale.exists() and not (copy_run / LOCK_NAME).exists()
+    assert not stale.exists() and not stale_json.exists()
+    assert not (copy_run / LOCK_NAME).exists()
     assert (copy_run / "config.yaml").read_bytes() == config_yaml  # the original stays
     (entry,) = json.loads((copy_run / "resumes.json").read_text())
     assert entry["epoch"] == 1
