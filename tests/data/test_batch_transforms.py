@@ -83,12 +83,17 @@ def test_erase_equals_torchvision_erase():
         assert torch.equal(out[b], ref)
 
 
-def test_whole_augmentation_replays_with_the_pil_path_ops():
+EXECUTORS = ["apply_batched", "apply_per_image"]
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_whole_augmentation_replays_with_the_pil_path_ops(executor):
     """Every op on: the output equals torchvision's PIL ops run with the recorded draws."""
     pil, batch = random_images(16, 24, 12, seed=3)
     aug = BatchAugment(MEAN, STD, pad=3, flip_prob=0.5, erasing_prob=0.7, grayscale_prob=0.4)
-    out, p = aug.forward(batch, torch.Generator().manual_seed(5))
+    p = aug.sample(16, (24, 12), batch.device, torch.Generator().manual_seed(5))
     assert p.gray.any() and p.flip.any() and p.erase.any()  # the draws exercise each branch
+    out = getattr(aug, executor)(batch, p)
     to_tensor = T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
     for b, im in enumerate(pil):
         im = TF.rgb_to_grayscale(im, 3) if p.gray[b] else im
@@ -99,6 +104,18 @@ def test_whole_augmentation_replays_with_the_pil_path_ops():
             i, j, h, w = p.box[b].tolist()
             ref = TF.erase(ref, i, j, h, w, torch.tensor(0.0))
         torch.testing.assert_close(out[b], ref, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("pad", [0, 1, 10])
+def test_the_two_executors_agree_on_many_draws(pad):
+    """Per-image slices against whole-batch gathers, including crops that leave the image."""
+    assert EXECUTORS
+    _, batch = random_images(300, 16, 8, seed=7)
+    aug = BatchAugment(MEAN, STD, pad=pad, flip_prob=0.5, erasing_prob=0.5, grayscale_prob=0.3)
+    p = aug.sample(300, (16, 8), batch.device, torch.Generator().manual_seed(8))
+    torch.testing.assert_close(
+        aug.apply_per_image(batch, p), aug.apply_batched(batch, p), atol=0, rtol=0
+    )
 
 
 def test_no_augmentation_is_to_tensor_and_normalize():
