@@ -60,7 +60,7 @@ from csetgraph.engine.distributed import (
 from csetgraph.engine.runs import input_stats, run_folder
 from csetgraph.errors import CheckpointError, NonFiniteLossError, UserError
 from csetgraph.losses import build_criterion
-from csetgraph.models import build_model
+from csetgraph.models import build_model, check_input_size, patch_size
 
 log = logging.getLogger("csetgraph")
 
@@ -170,13 +170,13 @@ class Trainer:
             torch.set_num_threads(self.cfg.train.num_threads)
         self.dist, self.device = setup_process(self.cfg.train.device)
         self._plan_run()
-        _check_input_size(self.cfg)
+        check_input_size(self.cfg.model, self.cfg.data.height, self.cfg.data.width)
         torch.manual_seed(self.cfg.train.seed)
         if self.dist.is_main:
             ensure_dataset(self.cfg.data, progress=self.progress)
         if self.dist.world_size > 1:
             torch.distributed.barrier()
-        self.data = build_train_data(self.cfg.data, min_side=_patch_size(self.cfg))
+        self.data = build_train_data(self.cfg.data, min_side=patch_size(self.cfg.model))
         self.fingerprint = _fingerprint(self.cfg) if self.dist.is_main else None
         self._build_model()
         self.loader = self._build_loader()
@@ -543,23 +543,6 @@ def _batches(loader: DataLoader):
 def _fingerprint(cfg: Config) -> dict:
     """The data set's fingerprint summary (see :func:`csetgraph.data.dataset_fingerprint`)."""
     return dataset_fingerprint(cfg.data.root, cfg.data.dataset, cfg.data.trial).to_dict()
-
-
-def _patch_size(cfg: Config) -> int:
-    """The backbone's patch size: images smaller than one patch are reported when read."""
-    from csetgraph import models
-
-    size = getattr(models, "patch_size", None)
-    return size(cfg.model) if size is not None else 16
-
-
-def _check_input_size(cfg: Config) -> None:
-    """Image size against the patch stride, when the model package offers the check."""
-    from csetgraph import models
-
-    check = getattr(models, "check_input_size", None)
-    if check is not None:
-        check(cfg.model, cfg.data.height, cfg.data.width)
 
 
 def _save(obj, path: Path, folder: Path) -> None:
