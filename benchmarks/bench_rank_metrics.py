@@ -22,6 +22,7 @@ inputs. Run::
 
     .venv/bin/python benchmarks/bench_rank_metrics.py            # both cases
     .venv/bin/python benchmarks/bench_rank_metrics.py --quick    # small large-case
+    .venv/bin/python benchmarks/bench_rank_metrics.py --skip-large --sysu-trials 1  # smoke
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def worker(args) -> None:
     impl = loop_rank_metrics if args.impl == "loop" else vec_rank_metrics
     results = []
     if args.case == "sysu":
-        cases = [sysu_case(t) for t in range(SYSU_TRIALS)]
+        cases = [sysu_case(t) for t in range(args.sysu_trials)]
         with _AnonPeak() as mem:
             t0 = time.perf_counter()
             for case in cases:
@@ -231,6 +232,9 @@ def main() -> None:
         help="queries of the large case the loop runs on (time extrapolated)",
     )
     p.add_argument("--skip-large", action="store_true")
+    p.add_argument(
+        "--sysu-trials", type=int, default=SYSU_TRIALS, help="SYSU-sized galleries (default 10)"
+    )
     p.add_argument("--quick", action="store_true", help="large case 2,000 x 20,000")
     p.add_argument("--tmpdir", default=None, help="where to write the large memmap")
     args = p.parse_args()
@@ -243,13 +247,14 @@ def main() -> None:
 
     rows = []
     print(
-        f"SYSU-sized: {SYSU_QUERIES} queries x {SYSU_GALLERY} gallery x {SYSU_TRIALS} trials",
+        f"SYSU-sized: {SYSU_QUERIES} queries x {SYSU_GALLERY} gallery x {args.sysu_trials} trials",
         flush=True,
     )
-    loop = run_worker("sysu", "loop", [])
-    vec = run_worker("sysu", "vec", [])
+    trials = ["--sysu-trials", str(args.sysu_trials)]
+    loop = run_worker("sysu", "loop", trials)
+    vec = run_worker("sysu", "vec", trials)
     assert_identical(loop["results"], vec["results"])
-    rows.append(("SYSU-sized, 10 trials", loop, vec, 1.0))
+    rows.append((f"SYSU-sized, {args.sysu_trials} trials", loop, vec, 1.0))
 
     if not args.skip_large:
         num_q, num_g = args.large_shape
