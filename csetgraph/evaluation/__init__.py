@@ -1,4 +1,10 @@
-"""Evaluation: ranking metrics (pure functions), distances and re-ranking."""
+"""Evaluation: ranking metrics (pure functions), distances, the protocols' ignore rule and
+re-ranking (the community's reference function).
+
+The protocols that embed a data set's test images and run its trials are in
+:mod:`csetgraph.evaluation.protocols` (``evaluate_dataset``); feature extraction is in
+:mod:`csetgraph.evaluation.features`.
+"""
 
 from csetgraph.evaluation.metrics import (
     RankMetrics,

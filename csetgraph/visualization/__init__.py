@@ -1,6 +1,6 @@
 """Figures of trained models: ranked lists, token heat maps, modality t-SNE, training curves.
 
-Every function here is what ``scripts/visualize.py`` runs, so a notebook draws the same
+Every function here is what ``csetgraph visualize`` runs, so a notebook draws the same
 figures. Figures are plain :class:`matplotlib.figure.Figure` objects built without pyplot:
 no GUI backend and no global state (``fig.savefig`` renders with Agg; a notebook displays
 them inline). Given a seed, the output is deterministic.

@@ -2,7 +2,7 @@
 
 Every figure starts from the model (eval mode, weights from the checkpoint), the config it was
 trained with, and the evaluation's test transform; the same functions serve
-``scripts/evaluate.py`` and the training loop.
+``csetgraph evaluate`` and the training loop.
 """
 
 from csetgraph.engine.runs import eval_transform, load_run, run_folder
