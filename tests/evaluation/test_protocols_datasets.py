@@ -306,3 +306,24 @@ def test_empty_sides_get_clear_errors(regdb_root, tmp_path):
         evaluate_regdb(model, broken, **KW)
     with pytest.raises(DatasetLayoutError, match="missing idx file"):
         evaluate_regdb(model, broken, trial=12, **KW)
+
+
+def test_eval_values_are_checked_before_any_image_is_read(regdb_root):
+    from csetgraph.errors import ConfigError
+
+    model = FakeModel([], "random")
+    bad = [
+        (dict(metric="hamming"), "eval.metric must be one of cosine, euclidean"),
+        (dict(amp="fp8"), "eval.amp must be one of auto, off, bf16, fp16"),
+        (dict(modes=["outdoor"]), "eval.modes must list SYSU-MM01 search modes"),
+        (dict(trials=0), "eval.trials must be >= 1"),
+    ]
+    assert bad
+    for fields, message in bad:
+        cfg = Config(
+            data=DataConfig(dataset="regdb", root=str(regdb_root), num_workers=0),
+            eval=EvalConfig(**fields),
+        )
+        with pytest.raises(ConfigError, match=message):
+            evaluate_dataset(model, cfg, device="cpu", transform=TRANSFORM, progress=False)
+        assert model.seen == {"vis": [], "ir": []}
