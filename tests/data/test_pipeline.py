@@ -95,9 +95,12 @@ def test_augmented_batches_do_not_depend_on_workers_or_where_they_are_augmented(
     two_workers = loader_for(dataclasses.replace(cfg, num_workers=2), data)
     assert_same_batches(epoch_batches(two_workers, epoch=1), in_main)
     # The accelerator route (uint8 to the device, augmented there), taken on the CPU here.
-    on_device = loader_for(cfg, data, augment_in_workers=False)
-    assert on_device.augment is not None
-    assert_same_batches(epoch_batches(on_device, epoch=1), in_main)
+    for workers in (0, 2):  # uint8 batches read in the main process, or in workers
+        on_device = loader_for(
+            dataclasses.replace(cfg, num_workers=workers), data, augment_in_workers=False
+        )
+        assert on_device.augment is not None
+        assert_same_batches(epoch_batches(on_device, epoch=1), in_main)
 
 
 def test_epochs_are_reproducible_and_a_fresh_loader_resumes_them(setup):
