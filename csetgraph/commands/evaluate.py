@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 from csetgraph.config import Config
-from csetgraph.errors import ConfigError, run_command
+from csetgraph.errors import ConfigError, DatasetLayoutError, run_command
 
 #: A dotted config override (``section.key=value``, ``section.sub.key=[1, 2]``).
 OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
@@ -124,7 +124,6 @@ def evaluate_checkpoint(
 
     option = "--device" if args.device else "train.device"
     device = resolve_device(args.device or cfg.train.device, option=option)
-    fingerprint = warn_if_data_changed(checkpoint, cfg)
     model = model_from_checkpoint(ckpt, cfg, checkpoint, device)
     results = evaluate_dataset(
         model,
@@ -137,6 +136,8 @@ def evaluate_checkpoint(
         gallery=args.gallery,
         rerank=args.rerank,
     )
+    # After the protocol: a folder it cannot read is reported once, by the protocol.
+    fingerprint = warn_if_data_changed(checkpoint, cfg)
     return cfg, results, fingerprint["digest"]
 
 
@@ -149,12 +150,19 @@ def warn_if_data_changed(checkpoint: str, cfg: Config) -> dict:
     that are not comparable with the run's own. Runs without the file are not checked.
 
     Returns:
-        The current data set's fingerprint summary (recorded in the results JSON).
+        The current data set's fingerprint summary (recorded in the results JSON); its
+        ``digest`` is ``None`` when the folder could not be fingerprinted.
     """
     from csetgraph.data import compare_fingerprints, dataset_fingerprint
     from csetgraph.engine.runs import run_folder
 
-    current = dataset_fingerprint(cfg.data.root, cfg.data.dataset, cfg.data.trial).to_dict()
+    try:
+        current = dataset_fingerprint(cfg.data.root, cfg.data.dataset, cfg.data.trial).to_dict()
+    except DatasetLayoutError as err:
+        # The fingerprint reads every split; a folder holding only what the evaluation needs
+        # can still be evaluated (a real layout error is reported by the protocol itself).
+        print(f"csetgraph evaluate: warning: data set not fingerprinted: {err}", file=sys.stderr)
+        return {"digest": None}
     path = run_folder(checkpoint) / "fingerprint.json"
     recorded = json.loads(path.read_text()).get("train") if path.is_file() else None
     changes = compare_fingerprints(recorded, current) if recorded else []

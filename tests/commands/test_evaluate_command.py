@@ -291,3 +291,15 @@ def test_script_is_a_shim_of_the_command():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.main is main
+
+
+def test_a_folder_that_cannot_be_fingerprinted_is_still_evaluated(roots, tmp_path, capsys):
+    # Only the test split is needed to evaluate; the fingerprint reads every split.
+    data = tmp_path / "data"
+    shutil.copytree(roots["sysu_mm01"], data)
+    run = tmp_path / "run"
+    make_run(run, "sysu_mm01", data, "eval.trials=1", "eval.modes=[all]")
+    (data / "exp" / "train_id.txt").unlink()
+    assert main(["--checkpoint", str(run), "--no-progress"]) == 0
+    assert "warning: data set not fingerprinted" in capsys.readouterr().err
+    assert json.loads((run / "eval_sysu_mm01.json").read_text())["data_fingerprints"] == [None]
