@@ -196,11 +196,13 @@ class MHGABranch(nn.Module):
     ) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"mhga heads ({heads}) must divide the token width ({dim})")
+            raise ConfigError(
+                f"model.mhga.heads={heads} must divide the token width {dim}: pick a divisor"
+            )
         if graph not in MHGA_GRAPHS:
-            raise ValueError(f"mhga graph must be one of {MHGA_GRAPHS}, got {graph!r}")
+            raise ConfigError(f"model.mhga.graph must be one of {MHGA_GRAPHS}, got {graph!r}")
         if layer not in MHGA_LAYERS:
-            raise ValueError(f"mhga layer must be one of {MHGA_LAYERS}, got {layer!r}")
+            raise ConfigError(f"model.mhga.layer must be one of {MHGA_LAYERS}, got {layer!r}")
         self.vis_block = copy.deepcopy(last_vis_block)
         self.ir_block = copy.deepcopy(last_ir_block)
         self.vis_norm = nn.LayerNorm(dim)
@@ -427,18 +429,24 @@ class CSET(nn.Module):
         """Check the SE and CA switches and build the similarity exchange (or ``None``)."""
         depth = len(self.vis_encoder.blocks)
         if direction not in SE_DIRECTIONS:
-            raise ValueError(f"se_direction must be one of {SE_DIRECTIONS}, got {direction!r}")
+            raise ConfigError(
+                f"se_direction must be one of {SE_DIRECTIONS} (model.se.direction), "
+                f"got {direction!r}"
+            )
         self.se_layers = tuple(sorted(set(layers))) if direction != "none" else ()
         if direction != "none" and not self.se_layers:
-            raise ValueError("se_direction is set but se_layers is empty; list block indices")
+            raise ConfigError(
+                "se_direction is set but se_layers is empty: list the blocks after which SE "
+                "happens (model.se.layers), or set model.se.direction=none"
+            )
         bad = [k for k in self.se_layers if not 0 <= k <= depth - 2]
         if bad:
-            raise ValueError(
-                f"se_layers {bad} out of range: with {depth} blocks, exchange after blocks "
-                f"0..{depth - 2}"
+            raise ConfigError(
+                f"se_layers (model.se.layers) {bad} out of range: with {depth} blocks, exchange "
+                f"after blocks 0..{depth - 2}"
             )
         if (self.se_layers or ca_enabled) and self.share_encoders:
-            raise ValueError("SE and CA need two encoders; set share_encoders=False")
+            raise ConfigError("SE and CA need two encoders; set model.share_encoders=false")
         self.se = None
         if self.se_layers:
             self.se = SimilarityExchange(
@@ -447,7 +455,10 @@ class CSET(nn.Module):
             h, w = self.vis_encoder.grid_size
             check_exchange_size(ratio, h * w)
         if ca_enabled and not self.se_layers:
-            raise ValueError("cross attention needs the mixed stream: enable SE (se_direction)")
+            raise ConfigError(
+                "cross attention needs the mixed stream: enable SE (model.se.direction) or set "
+                "model.ca.enabled=false"
+            )
 
     # ------------------------------------------------------------------ helpers
 

@@ -11,6 +11,7 @@ import timm
 import torch
 from torch import nn
 
+from csetgraph.errors import ConfigError
 from csetgraph.models.checkpoint import load_pretrained
 
 
@@ -59,9 +60,14 @@ class ViTEncoder(nn.Module):
                 backbone, pretrained=False, drop_path_rate=drop_path_rate, **kwargs
             )
         except RuntimeError as err:
-            raise ValueError(f"cannot build timm backbone {backbone!r}: {err}") from err
+            raise ConfigError(
+                f"cannot build timm backbone {backbone!r} (model.backbone): {err}"
+            ) from err
         if not hasattr(vit, "blocks") or not hasattr(vit, "cls_token") or vit.cls_token is None:
-            raise ValueError(f"{backbone!r} is not a ViT with a class token")
+            raise ConfigError(
+                f"model.backbone={backbone!r} is not a ViT with a class token: pick a timm ViT "
+                "such as vit_small_patch16_224"
+            )
         if patch_stride is not None:
             _set_patch_stride(vit, patch_stride)
         self.vit = vit
@@ -120,7 +126,7 @@ def _set_patch_stride(vit: nn.Module, stride: int) -> None:
     pe = vit.patch_embed
     patch = pe.patch_size[0]
     if not 0 < stride <= patch:
-        raise ValueError(f"patch_stride must be in [1, {patch}], got {stride}")
+        raise ConfigError(f"model.patch_stride must be in [1, {patch}], got {stride}")
     if stride == patch:
         return
     H, W = pe.img_size

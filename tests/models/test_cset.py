@@ -3,6 +3,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from csetgraph.errors import ConfigError
 from csetgraph.losses import CSETLoss
 from csetgraph.models import CSET
 
@@ -165,10 +166,12 @@ def test_a_few_steps_lower_every_loss_term():
         (dict(se_direction="sideways", se_layers=(1,)), "se_direction must be one of"),
         (dict(ca_enabled=True), "needs the mixed stream"),
         (dict(mhga_enabled=True, mhga_heads=3), "must divide"),
+        (dict(mhga_enabled=True, mhga_layer="sparse"), "model.mhga.layer must be one of"),
+        (dict(mhga_enabled=True, mhga_graph="knn"), "model.mhga.graph must be one of"),
     ],
 )
 def test_bad_switch_combinations_are_clear_errors(kwargs, pattern):
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises(ConfigError, match=pattern):  # a user mistake: one line, exit status 2
         make(**kwargs)
 
 
