@@ -262,7 +262,47 @@ def rank_metrics(
         raise ValueError(
             f"distmat must be 2-D (num_query, num_gallery), got shape {tuple(distmat.shape)}"
         )
-    num_q, num_g = (int(s) for s in distmat.shape)
+    labels = _check_labels(tuple(int(x) for x in distmat.shape), q_pids, g_pids, q_camids,
+                           g_camids, protocol)  # fmt: skip
+    num_q, num_g = labels.num_query, labels.num_gallery
+    step = _chunk_rows(num_q, num_g, chunk_size)
+    # first_rank[i]: 1-based rank of query i's first true match in its (identity-
+    # deduplicated for sysu/llcm) filtered list, 0 for invalid queries; ap / inp per query.
+    first_rank = np.zeros(num_q, dtype=np.int64)
+    ap = np.zeros(num_q)
+    inp = np.zeros(num_q)
+    for start in range(0, num_q, step):
+        stop = min(start + step, num_q)
+        order = _stable_order(_distance_chunk(distmat, start, stop))  # (C, G)
+        chunk = slice(start, stop)
+        first_rank[chunk], ap[chunk], inp[chunk] = _score_chunk(order, labels, chunk, protocol)
+        del order  # at most one chunk's (C, G) arrays are alive at a time
+    return _summarise(first_rank, ap, inp, max_rank, protocol)
+
+
+@dataclass(frozen=True, eq=False)
+class _Labels:
+    """Checked labels: identities coded 0..P-1 over the gallery (-1: absent from it)."""
+
+    q_code: np.ndarray  # (Q,)
+    g_code: np.ndarray  # (G,)
+    q_cams: np.ndarray  # (Q,)
+    g_cams: np.ndarray  # (G,)
+    by_id: np.ndarray  # (G,) gallery columns grouped by identity
+    id_starts: np.ndarray  # (P,) where each identity's group starts in by_id
+
+    @property
+    def num_query(self) -> int:
+        return len(self.q_code)
+
+    @property
+    def num_gallery(self) -> int:
+        return len(self.g_code)
+
+
+def _check_labels(shape, q_pids, g_pids, q_camids, g_camids, protocol: str) -> _Labels:
+    """Labels as numpy arrays of the right lengths, identities coded (see :class:`_Labels`)."""
+    num_q, num_g = shape
     q_pids = _labels_to_numpy(q_pids, "q_pids")
     g_pids = _labels_to_numpy(g_pids, "g_pids")
     if len(q_pids) != num_q or len(g_pids) != num_g:
@@ -286,86 +326,86 @@ def rank_metrics(
             f"q_camids has {len(q_camids)} entries and g_camids {len(g_camids)}, but there "
             f"are {num_q} queries and {num_g} gallery items"
         )
-
     # Identities as compact codes 0..P-1 over the gallery; a query whose identity is
     # absent from the gallery gets -1 (it can never match and is counted as invalid).
     g_uniq, g_code = np.unique(g_pids, return_inverse=True)
     g_code = g_code.reshape(-1)
     pos = np.clip(np.searchsorted(g_uniq, q_pids), 0, len(g_uniq) - 1)
     q_code = np.where(g_uniq[pos] == q_pids, pos, -1)
-    num_ids = len(g_uniq)
     # Gallery columns grouped by identity, so that a per-identity minimum is one reduceat.
     by_id = np.argsort(g_code, kind="stable")
-    id_starts = np.searchsorted(g_code[by_id], np.arange(num_ids))
+    id_starts = np.searchsorted(g_code[by_id], np.arange(len(g_uniq)))
+    return _Labels(q_code, g_code, q_camids, g_camids, by_id, id_starts)
 
-    step = _chunk_rows(num_q, num_g, chunk_size)
+
+def _score_chunk(order: np.ndarray, labels: _Labels, chunk: slice, protocol: str):
+    """First-match rank, AP and INP of the queries of one chunk, from their ranking.
+
+    Shapes:
+        order: ``(C, G)`` gallery indices, best first -> three ``(C,)`` arrays.
+    """
+    rows, num_g = order.shape
     # Positions fit in int32 for any realistic gallery, halving the memory traffic.
     pos_dtype = np.int32 if num_g < 2**31 - 1 else np.int64
-    # first_rank[i]: 1-based rank of query i's first true match in its (identity-
-    # deduplicated for sysu/llcm) filtered list, 0 for invalid queries; ap / inp per query.
-    first_rank = np.zeros(num_q, dtype=np.int64)
-    ap = np.zeros(num_q)
-    inp = np.zeros(num_q)
-    for start in range(0, num_q, step):
-        stop = min(start + step, num_q)
-        rows = stop - start
-        order = _stable_order(_distance_chunk(distmat, start, stop))  # (C, G)
-        qc = q_code[start:stop, None]  # (C, 1)
-        ranked_code = g_code[order]  # (C, G)
-        match = ranked_code == qc  # (C, G), ranked order
-        # Removed images, in gallery order (for the deduplication) and in ranked order.
-        # Identity codes stand for the pids: equal codes <=> equal pids.
-        removed_g = ignored_gallery(
-            protocol, q_code[start:stop], q_camids[start:stop], g_code, g_camids
-        )  # (C, G)
-        if removed_g.any():
-            removed = np.take_along_axis(removed_g, order, axis=1)  # (C, G), ranked order
-            match &= ~removed
-        else:
-            removed_g = removed = None
+    qc = labels.q_code[chunk, None]  # (C, 1)
+    match = labels.g_code[order] == qc  # (C, G), ranked order
+    # Removed images, in gallery order (for the deduplication) and in ranked order.
+    # Identity codes stand for the pids: equal codes <=> equal pids.
+    removed_g = ignored_gallery(
+        protocol, labels.q_code[chunk], labels.q_cams[chunk], labels.g_code, labels.g_cams
+    )  # (C, G)
+    removed = None
+    if removed_g.any():
+        removed = np.take_along_axis(removed_g, order, axis=1)  # (C, G), ranked order
+        match &= ~removed
+    # Only true matches matter for AP / INP: handle them as a sparse list. nonzero is
+    # row-major, so within a row the matches come in rank order.
+    m_row, m_col = np.nonzero(match)
+    n_match = np.bincount(m_row, minlength=rows)
+    m_rank = m_col + 1
+    if removed is not None:  # rank in the filtered list: removed items take no place
+        m_rank = m_rank - np.cumsum(removed, axis=1, dtype=pos_dtype)[m_row, m_col]
+    row_first = np.cumsum(n_match) - n_match  # index of each row's first match
+    j = np.arange(len(m_row)) - row_first[m_row] + 1  # j-th true match of its row
+    valid = n_match > 0
+    ap, inp, first = np.zeros(rows), np.zeros(rows), np.zeros(rows, dtype=np.int64)
+    ap_sum = np.bincount(m_row, weights=j / m_rank, minlength=rows)
+    ap[valid] = ap_sum[valid] / n_match[valid]
+    inp[valid] = n_match[valid] / m_rank[row_first[valid] + n_match[valid] - 1]
+    if protocol == "regdb":
+        first[valid] = m_rank[row_first[valid]]
+    else:
+        first[valid] = _deduplicated_rank(order, labels, qc, removed_g, pos_dtype)[valid]
+    return first, ap, inp
 
-        # Only true matches matter for AP / INP: handle them as a sparse list. nonzero is
-        # row-major, so within a row the matches come in rank order.
-        m_row, m_col = np.nonzero(match)
-        n_match = np.bincount(m_row, minlength=rows)
-        if removed_g is None:
-            m_rank = m_col + 1
-        else:
-            # Rank in the filtered list: removed items do not take a place.
-            m_rank = m_col + 1 - np.cumsum(removed, axis=1, dtype=pos_dtype)[m_row, m_col]
-        row_first = np.cumsum(n_match) - n_match  # index of each row's first match
-        j = np.arange(len(m_row)) - row_first[m_row] + 1  # j-th true match of its row
-        valid = n_match > 0
-        ap_sum = np.bincount(m_row, weights=j / m_rank, minlength=rows)
-        ap[start:stop][valid] = ap_sum[valid] / n_match[valid]
-        last = m_rank[row_first[valid] + n_match[valid] - 1]
-        inp[start:stop][valid] = n_match[valid] / last
 
-        if protocol == "regdb":
-            first_rank[start:stop][valid] = m_rank[row_first[valid]]
-        else:
-            # Identity-deduplicated list: the query's identity comes after every
-            # identity whose best-ranked kept image comes before its own best image.
-            position = np.empty(order.shape, dtype=pos_dtype)
-            ranks = np.arange(num_g, dtype=pos_dtype)[None, :]
-            np.put_along_axis(position, order, ranks, axis=1)  # (C, G)
-            if removed_g is not None:
-                position[removed_g] = num_g  # removed images never count
-            best = np.minimum.reduceat(position[:, by_id], id_starts, axis=1)  # (C, P)
-            own = np.take_along_axis(best, np.maximum(qc, 0), axis=1)  # (C, 1)
-            dedup_rank = (best < own).sum(axis=1) + 1
-            first_rank[start:stop][valid] = dedup_rank[valid]
-            del position, best
-        # Free this chunk's (C, G) arrays before the next chunk allocates its own, so at
-        # most one chunk's worth is alive at a time.
-        del order, ranked_code, match, removed_g, removed, m_row, m_col
+def _deduplicated_rank(order, labels: _Labels, qc, removed_g, pos_dtype) -> np.ndarray:
+    """Rank of each query's identity in its identity-deduplicated list (SYSU, LLCM CMC).
 
+    The query's identity comes after every identity whose best-ranked kept image comes
+    before its own best image.
+
+    Shapes:
+        order, removed_g: ``(C, G)``; qc: ``(C, 1)`` -> ``(C,)``.
+    """
+    num_g = order.shape[1]
+    position = np.empty(order.shape, dtype=pos_dtype)
+    ranks = np.arange(num_g, dtype=pos_dtype)[None, :]
+    np.put_along_axis(position, order, ranks, axis=1)  # (C, G)
+    position[removed_g] = num_g  # removed images never count
+    best = np.minimum.reduceat(position[:, labels.by_id], labels.id_starts, axis=1)  # (C, P)
+    own = np.take_along_axis(best, np.maximum(qc, 0), axis=1)  # (C, 1)
+    return (best < own).sum(axis=1) + 1
+
+
+def _summarise(first_rank, ap, inp, max_rank: int, protocol: str) -> RankMetrics:
+    """CMC, mAP and mINP over the valid queries (those with a first-match rank)."""
     valid = first_rank > 0
     num_valid = int(valid.sum())
     if num_valid == 0:
         raise ValueError(
             f"no query has a true match in the gallery under protocol {protocol!r} "
-            f"({num_q} queries); check that query and gallery share identities"
+            f"({len(first_rank)} queries); check that query and gallery share identities"
         )
     # A query whose first match is at rank k contributes 1 to cmc[k-1:]; a list shorter
     # than max_rank therefore keeps its last value (1) up to max_rank, as documented.
@@ -377,7 +417,7 @@ def rank_metrics(
         mAP=float(np.mean(ap[valid])),
         mINP=float(np.mean(inp[valid])),
         num_valid_queries=num_valid,
-        num_invalid_queries=num_q - num_valid,
+        num_invalid_queries=len(first_rank) - num_valid,
     )
 
 
