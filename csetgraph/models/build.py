@@ -8,7 +8,7 @@ import torch
 
 from csetgraph.config import ModelConfig
 from csetgraph.errors import ConfigError
-from csetgraph.models.cset import CSET
+from csetgraph.models.cset import CSET, check_exchange_size
 
 
 def model_kwargs(model_cfg: ModelConfig, img_size: tuple[int, int]) -> dict:
@@ -82,8 +82,14 @@ def check_input_size(model_cfg: ModelConfig, height: int, width: int) -> None:
     columns: with ``data.height=100`` and 16-pixel patches the bottom 4 rows never reach the
     model.
 
+    The SE ratio is checked here too, since whether it exchanges anything depends on the
+    patch count: this one call refuses, before anything is built or written, every config
+    that :func:`build_model` would refuse for its input size.
+
     Raises:
-        ConfigError: naming the side, its value and the nearest sizes that work.
+        ConfigError: naming the side, its value and the nearest sizes that work; or an SE
+            ratio with ``floor(ratio * patches) == 0`` (see
+            :func:`~csetgraph.models.cset.check_exchange_size`).
     """
     p = patch_size(model_cfg)
     s = model_cfg.patch_stride or p
@@ -98,3 +104,6 @@ def check_input_size(model_cfg: ModelConfig, height: int, width: int) -> None:
             f"{key}={side} does not fit the patch grid (patch {p}, stride {s}): {dropped}. "
             f"Use {key}={near} (sizes p + k * s)"
         )
+    if model_cfg.se.direction != "none":
+        grid = ((height - p) // s + 1) * ((width - p) // s + 1)
+        check_exchange_size(model_cfg.se.ratio, grid)

@@ -41,6 +41,17 @@ def test_an_exchange_of_no_token_is_refused_with_the_smallest_ratio_that_works(i
     assert info["i2v"].edge_index.shape == (2, 2)  # one token per pair and direction
 
 
+def test_check_input_size_refuses_the_empty_exchange_before_building():
+    cfg = small_cfg()
+    cfg.se.ratio = 0.1
+    for (height, width), patches in (((32, 16), 2), ((64, 32), 8)):
+        with pytest.raises(ConfigError, match=rf"floor\(0.1 x {patches} patches\) = 0"):
+            check_input_size(cfg, height, width)
+    check_input_size(cfg, 80, 32)  # 5 x 2 = 10 patches: one is exchanged
+    cfg.se.direction = "none"
+    check_input_size(cfg, 32, 16)
+
+
 def test_no_exchange_without_se_is_fine():
     CSET(5, img_size=(32, 16), se_direction="none", se_ratio=0.1, **TINY)
 
