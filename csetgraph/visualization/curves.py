@@ -28,6 +28,8 @@ __all__ = ["parse_log", "plot_curves", "read_scalars"]
 Scalars = dict[str, tuple[np.ndarray, np.ndarray]]  # tag -> (steps, values)
 #: Retrieval metrics drawn in the validation panel, with their labels.
 _METRICS = {"rank1": "R-1", "mAP": "mAP", "mINP": "mINP"}
+#: Tags whose steps are epochs (where the final test stars go).
+_EPOCH_TAGS = ("epoch_loss/", "val/", "train/lr")
 
 _EPOCH_LINE = re.compile(
     r"epoch (?P<epoch>\d+)/\d+ \| (?P<terms>[^|]*) \| lr (?P<lr>[-+0-9.eE]+) \|"
@@ -143,77 +145,22 @@ def plot_curves(
 ) -> Figure:
     """Four panels: loss terms per step, epoch-mean loss terms, learning rate, validation.
 
-    The validation panel shows the Rank-1, mAP and mINP of ``val/*`` in percent per epoch,
-    and the final test ones (``test_<mode>/*``) as stars at the last epoch, in the same
-    colour per metric.
+    The learning-rate panel shows each epoch's last rate and, where it differs (warm-up),
+    its first. The validation panel shows the Rank-1, mAP and mINP of ``val/*`` in percent
+    per epoch, and the final test ones (``test_<mode>/*``) as stars at the last epoch, in
+    the same colour per metric.
     """
     fig = Figure(figsize=figsize, dpi=dpi)
     axes = fig.subplots(2, 2)
     (a_step, a_epoch), (a_lr, a_val) = axes
-    if _plot_series(a_step, scalars, "loss/"):
-        a_step.legend(title="term", fontsize=8)
-        _maybe_log(a_step, scalars, "loss/")
-    else:
-        _note(a_step, "no per-step losses\n(not in log.txt; use the event files)")
+    _loss_panel(
+        a_step, scalars, "loss/", "no per-step losses\n(not in log.txt; use the event files)"
+    )
     a_step.set(title="training loss per step", xlabel="step", ylabel="loss")
-    if _plot_series(a_epoch, scalars, "epoch_loss/"):
-        a_epoch.legend(title="term", fontsize=8)
-        _maybe_log(a_epoch, scalars, "epoch_loss/")
-    else:
-        _note(a_epoch, "no epoch losses recorded")
+    _loss_panel(a_epoch, scalars, "epoch_loss/", "no epoch losses recorded")
     a_epoch.set(title="training loss, epoch mean", xlabel="epoch", ylabel="loss")
-    if "train/lr" in scalars:
-        steps, values = scalars["train/lr"]
-        a_lr.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3, color="tab:purple")
-        a_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    else:
-        _note(a_lr, "no learning rate recorded")
-    a_lr.set(title="learning rate (end of epoch)", xlabel="epoch", ylabel="lr")
-    n_val = 0
-    for i, metric in enumerate(_METRICS):
-        colour = f"C{i}"
-        tag = f"val/{metric}"
-        if tag in scalars:
-            steps, values = scalars[tag]
-            a_val.plot(
-                steps,
-                values * 100,
-                marker="o" if len(steps) < 30 else None,
-                ms=3,
-                color=colour,
-                label=f"val {_METRICS[metric]}",
-            )
-            n_val += 1
-        last_epoch = max(
-            (
-                int(scalars[t][0].max())
-                for t in scalars
-                if t.startswith(("epoch_loss/", "val/", "train/lr"))
-            ),
-            default=None,
-        )
-        for tag in sorted(t for t in scalars if t.startswith("test_") and t.endswith(f"/{metric}")):
-            steps, values = scalars[tag]
-            x = steps if last_epoch is None else np.full_like(steps, last_epoch)
-            mode = tag.split("/")[0][len("test_") :]
-            a_val.plot(
-                x,
-                values * 100,
-                marker="*",
-                ms=10,
-                ls="",
-                color=colour,
-                markeredgecolor="black",
-                markeredgewidth=0.5,
-                label=f"test {mode} {_METRICS[metric]}",
-            )
-            n_val += 1
-    if n_val:
-        a_val.legend(fontsize=8, ncol=2 if n_val > 6 else 1, loc="best")
-    val_title = "validation (lines) and final test (stars)"
-    if not any(t.startswith("val/") for t in scalars):
-        val_title += "\nno validation during training (train.eval_every=0)"
-    a_val.set(title=val_title, xlabel="epoch", ylabel="%")
+    _lr_panel(a_lr, scalars)
+    _validation_panel(a_val, scalars)
     for ax in axes.flat:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -224,6 +171,57 @@ def plot_curves(
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def _loss_panel(ax, scalars: Scalars, prefix: str, empty: str) -> None:
+    if _plot_series(ax, scalars, prefix):
+        ax.legend(title="term", fontsize=8)
+        _maybe_log(ax, scalars, prefix)
+    else:
+        _note(ax, empty)
+
+
+def _lr_panel(ax, scalars: Scalars) -> None:
+    """The rate each epoch ended with, and the one it started with where they differ."""
+    if "train/lr" not in scalars:
+        _note(ax, "no learning rate recorded")
+    else:
+        steps, values = scalars["train/lr"]
+        marker = "o" if len(steps) < 30 else None
+        ax.plot(steps, values, marker=marker, ms=3, color="tab:purple", label="end of epoch")
+        first = scalars.get("train/lr_first")
+        if first is not None and not np.allclose(first[1], values[: len(first[1])]):
+            ax.plot(*first, marker=marker, ms=3, ls="--", color="tab:orange", label="start")
+            ax.legend(fontsize=8)
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    ax.set(title="learning rate", xlabel="epoch", ylabel="lr")
+
+
+def _validation_panel(ax, scalars: Scalars) -> None:
+    """Validation metrics per epoch (lines), final test metrics (stars at the last epoch)."""
+    ends = [int(v[0].max()) for t, v in scalars.items() if t.startswith(_EPOCH_TAGS)]
+    last_epoch = max(ends, default=None)
+    n_val = 0
+    for i, metric in enumerate(_METRICS):
+        colour, label = f"C{i}", _METRICS[metric]
+        if f"val/{metric}" in scalars:
+            steps, values = scalars[f"val/{metric}"]
+            marker = "o" if len(steps) < 30 else None
+            ax.plot(steps, values * 100, marker=marker, ms=3, color=colour, label=f"val {label}")
+            n_val += 1
+        for tag in sorted(t for t in scalars if t.startswith("test_") and t.endswith(f"/{metric}")):
+            steps, values = scalars[tag]
+            x = steps if last_epoch is None else np.full_like(steps, last_epoch)
+            mode = tag.split("/")[0][len("test_") :]
+            star = dict(marker="*", ms=10, ls="", markeredgecolor="black", markeredgewidth=0.5)
+            ax.plot(x, values * 100, color=colour, label=f"test {mode} {label}", **star)
+            n_val += 1
+    if n_val:
+        ax.legend(fontsize=8, ncol=2 if n_val > 6 else 1, loc="best")
+    title = "validation (lines) and final test (stars)"
+    if not any(t.startswith("val/") for t in scalars):
+        title += "\nno validation during training (train.eval_every=0)"
+    ax.set(title=title, xlabel="epoch", ylabel="%")
 
 
 def _maybe_log(ax, scalars: Scalars, prefix: str) -> None:

@@ -221,21 +221,10 @@ def plot_ranked_lists(
     """
     if not isinstance(lists, Mapping):
         lists = {"": lists}
-    names = list(lists)
-    n_queries = {len(v) for v in lists.values()}
-    if len(n_queries) != 1:
-        raise ValueError(f"every model needs the same queries; got lists of sizes {n_queries}")
-    (n_q,) = n_queries
-    for i in range(n_q):
-        paths = {lists[m][i].query.path for m in names}
-        if len(paths) != 1:
-            raise ValueError(f"query {i} differs between models: {sorted(paths)}")
-    n_rows = n_q * len(names)
+    names, n_q = list(lists), _check_same_queries(lists)
     n_cols = 1 + max((len(rl.entries) for v in lists.values() for rl in v), default=0)
-    fig_w, fig_h = figure_size(n_rows, n_cols)
+    fig_w, fig_h = figure_size(n_q * len(names), n_cols)
     fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
-    row_h = _row_height()
-    img_h = row_h - TEXT_HEIGHT - PAD_HEIGHT
     legend = (
         "frame: green = same identity, red = other identity, blue = query\n"
         "grey = ignored by the protocol (no rank); d = distance"
@@ -243,51 +232,51 @@ def plot_ranked_lists(
     fig.text(0.15 / fig_w, 1 - 0.08 / fig_h, title, ha="left", va="top", fontsize=9, weight="bold")
     fig.text(0.15 / fig_w, 1 - 0.26 / fig_h, legend, ha="left", va="top", fontsize=7.5)
     cells = []
-    row = 0
     for qi in range(n_q):
-        for name in names:
+        for mi, name in enumerate(names):
+            row = qi * len(names) + mi
             rl = lists[name][qi]
-            top = HEADER_HEIGHT + row * row_h  # inches from the figure top
             items = [("query", rl.query, None, None)] + [
                 (e.status, e.record, e.rank, e.distance) for e in rl.entries
             ]
-            for col, (status, rec, rank, distance) in enumerate(items):
-                x0 = col * CELL_WIDTH + (CELL_WIDTH - IMAGE_WIDTH) / 2
-                y_top = top + TEXT_HEIGHT
-                ax = fig.add_axes(
-                    (x0 / fig_w, 1 - (y_top + img_h) / fig_h, IMAGE_WIDTH / fig_w, img_h / fig_h)
-                )
-                ax.imshow(
-                    frame_image(load_image(rec.path), status),
-                    interpolation="nearest",
-                    aspect="auto",
-                )
-                ax.set_axis_off()
-                if status == "query":
-                    head = f"{name}\nquery" if name else "query"
-                    label = f"{head}\nid {rec.pid} cam {rec.camid}"
-                elif status == "ignored":
-                    label = f"ignored\nid {rec.pid} cam {rec.camid}\nd={distance:.3f}"
-                else:
-                    label = f"rank {rank}\nid {rec.pid} cam {rec.camid}\nd={distance:.3f}"
-                color = "dimgray" if status == "ignored" else "black"
-                ax.set_title(label, fontsize=7, color=color, pad=2, linespacing=1.1)
-                cells.append(
-                    dict(
-                        row=row,
-                        column=col,
-                        status=status,
-                        rank=rank,
-                        distance=distance,
-                        record=rec,
-                        model=name,
-                        bbox=(
-                            x0 * dpi,
-                            y_top * dpi,
-                            (x0 + IMAGE_WIDTH) * dpi,
-                            (y_top + img_h) * dpi,
-                        ),
-                    )
-                )
-            row += 1
+            for col, item in enumerate(items):
+                cells.append(_draw_cell(fig, row, col, name, *item))
     return fig, cells
+
+
+def _check_same_queries(lists: Mapping[str, Sequence[RankedList]]) -> int:
+    """The number of queries, after checking every model has the same ones in order."""
+    n_queries = {len(v) for v in lists.values()}
+    if len(n_queries) != 1:
+        raise ValueError(f"every model needs the same queries; got lists of sizes {n_queries}")
+    (n_q,) = n_queries
+    for i in range(n_q):
+        paths = {v[i].query.path for v in lists.values()}
+        if len(paths) != 1:
+            raise ValueError(f"query {i} differs between models: {sorted(paths)}")
+    return n_q
+
+
+def _draw_cell(fig: Figure, row: int, col: int, name: str, status, rec, rank, distance) -> dict:
+    """One framed image with its label; returns the cell's description (see the caller)."""
+    fig_w, fig_h = fig.get_size_inches()
+    dpi = fig.dpi
+    row_h = _row_height()
+    img_h = row_h - TEXT_HEIGHT - PAD_HEIGHT
+    x0 = col * CELL_WIDTH + (CELL_WIDTH - IMAGE_WIDTH) / 2
+    y_top = HEADER_HEIGHT + row * row_h + TEXT_HEIGHT  # inches from the figure top
+    ax = fig.add_axes((x0 / fig_w, 1 - (y_top + img_h) / fig_h, IMAGE_WIDTH / fig_w, img_h / fig_h))
+    ax.imshow(frame_image(load_image(rec.path), status), interpolation="nearest", aspect="auto")
+    ax.set_axis_off()
+    if status == "query":
+        head = f"{name}\nquery" if name else "query"
+        label = f"{head}\nid {rec.pid} cam {rec.camid}"
+    elif status == "ignored":
+        label = f"ignored\nid {rec.pid} cam {rec.camid}\nd={distance:.3f}"
+    else:
+        label = f"rank {rank}\nid {rec.pid} cam {rec.camid}\nd={distance:.3f}"
+    color = "dimgray" if status == "ignored" else "black"
+    ax.set_title(label, fontsize=7, color=color, pad=2, linespacing=1.1)
+    bbox = (x0 * dpi, y_top * dpi, (x0 + IMAGE_WIDTH) * dpi, (y_top + img_h) * dpi)
+    return dict(row=row, column=col, status=status, rank=rank, distance=distance, record=rec,
+                model=name, bbox=bbox)  # fmt: skip

@@ -302,3 +302,19 @@ def test_parse_log_reads_the_warm_up_rate_and_validation():
     np.testing.assert_array_equal(log["epoch_loss/tri"][0], [1, 2])
     np.testing.assert_allclose(log["epoch_loss/total"][1], [2.71, 2.14])
     assert log["val/rank1"][0].tolist() == [2] and log["val/mAP"][1].tolist() == [0.2]
+
+
+def test_curves_show_the_warm_up_rate_beside_the_epoch_end_rate():
+    epochs = np.array([1, 2, 3])
+    scalars = {
+        "train/lr": (epochs, np.array([1e-3, 1e-3, 1e-4])),
+        "train/lr_first": (epochs, np.array([1e-4, 1e-3, 1e-4])),  # epoch 1 warmed up
+        "epoch_loss/total": (epochs, np.array([3.0, 2.0, 1.5])),
+    }
+    lr_axes = plot_curves(scalars).axes[2]
+    ends, starts = lr_axes.lines
+    np.testing.assert_array_equal(ends.get_ydata(), scalars["train/lr"][1])
+    np.testing.assert_array_equal(starts.get_ydata(), scalars["train/lr_first"][1])
+    # Without warm-up the start line would repeat the end line: only one line is drawn.
+    scalars["train/lr_first"] = scalars["train/lr"]
+    assert len(plot_curves(scalars).axes[2].lines) == 1
