@@ -27,6 +27,10 @@ section 2:
   graph feature when MHGA is on, goes through a BNNeck; the L2-normalised BatchNorm output is
   the retrieval embedding. The identity loss reads the classifier after the BatchNorm; the
   triplet loss reads ``W'`` outputs, or the pre-BatchNorm feature when there are no heads.
+* **Calls.** timm's and torchreid's names: ``forward_features`` gives tokens, ``forward_head``
+  the embedding, ``model(images, modality=...)`` both in turn (inference), and
+  ``model(vis, ir)`` the training forward, a :class:`CSETOutput` that
+  :class:`~csetgraph.losses.CSETLoss` reads by field name.
 
 With every switch off this is exactly the baseline of Table 1.
 """

@@ -194,3 +194,18 @@ def test_pair_graph_decides_whether_an_image_sees_its_partner(pair_graph):
     if not pair_graph:  # training features equal the inference features
         tokens, branch = model.forward_features(vis, "vis", return_branch=True)
         torch.testing.assert_close(feat, model.forward_head(tokens, "vis", branch, pre_logits=True))
+
+
+def test_call_forms_are_checked():
+    model = make(mhga_enabled=True, mhga_heads=2).eval()
+    vis, ir = pair()
+    with pytest.raises(ValueError, match="needs modality="):
+        model(vis)
+    with pytest.raises(ValueError, match="either model"):
+        model(vis, ir, modality="vis")
+    tokens = model.forward_features(vis, "vis")
+    assert tokens.shape == (4, 1 + 4 * 2, C)
+    with pytest.raises(ValueError, match="pass branch="):
+        model.forward_head(tokens, "vis")
+    with pytest.raises(ValueError, match="modality must be one of"):
+        model(vis, modality="rgb")
