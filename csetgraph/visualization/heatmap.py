@@ -280,54 +280,57 @@ def plot_heatmaps(
         if [hm.record.path for hm in maps[name]] != records:
             raise ValueError(f"model {name!r} has heat maps of other images than {names[0]!r}")
     first = maps[names[0]]
-    n_cols, n_rows = len(first), 1 + len(names)
-    fig_w, fig_h = figure_size(n_rows, n_cols)
+    fig_w, fig_h = figure_size(1 + len(names), len(first))
     fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
+    fig.text(0.15 / fig_w, 1 - 0.1 / fig_h, title, ha="left", va="top", fontsize=9, weight="bold")
+    _draw_row(fig, 0, "image", first, None)  # the images alone
+    mappable = None
+    for r, name in enumerate(names, start=1):
+        sources = {hm.source for hm in maps[name]}
+        # Wrapped to the label column's width, so it never runs into the images.
+        label = textwrap.fill(name, width=16) + "\n"
+        label += "\n".join(_SOURCE_TEXT[s] for s in sorted(sources))
+        mappable = _draw_row(fig, r, label, maps[name], dict(cmap=cmap, alpha=alpha))
+    if mappable is not None:
+        _colour_bar(fig, mappable)
+    return fig
+
+
+def _draw_row(fig: Figure, row: int, label: str, maps: Sequence[HeatMap], overlay: dict | None):
+    """One row: its label, then each image (with its heat map when ``overlay`` is given).
+
+    Returns the last heat-map image (for the colour bar), or None.
+    """
+    fig_w, fig_h = fig.get_size_inches()
     h, w = DISPLAY_SIZE
     img_h = IMAGE_WIDTH * h / w
-    row_h = PAD_HEIGHT + img_h + TEXT_HEIGHT
-    fig.text(0.15 / fig_w, 1 - 0.1 / fig_h, title, ha="left", va="top", fontsize=9, weight="bold")
+    top = HEADER_HEIGHT + row * (PAD_HEIGHT + img_h + TEXT_HEIGHT) + TEXT_HEIGHT
+    fig.text(0.1 / fig_w, 1 - (top + img_h / 2) / fig_h, label, ha="left", va="center",
+             fontsize=7.5)  # fmt: skip
     mappable = None
-    for r in range(n_rows):
-        top = HEADER_HEIGHT + r * row_h + TEXT_HEIGHT
-        if r == 0:
-            label = "image"
+    for c, hm in enumerate(maps):
+        x0 = LABEL_WIDTH + c * CELL_WIDTH + (CELL_WIDTH - IMAGE_WIDTH) / 2
+        ax = fig.add_axes(
+            (x0 / fig_w, 1 - (top + img_h) / fig_h, IMAGE_WIDTH / fig_w, img_h / fig_h)
+        )
+        ax.imshow(hm.image, aspect="auto", interpolation="bilinear")
+        ax.set_axis_off()
+        if overlay is not None:
+            mappable = ax.imshow(hm.heat, vmin=0, vmax=1, aspect="auto", **overlay)
         else:
-            sources = {hm.source for hm in maps[names[r - 1]]}
-            # Wrapped to the label column's width, so it never runs into the images.
-            name = textwrap.fill(names[r - 1], width=16)
-            label = name + "\n" + "\n".join(_SOURCE_TEXT[s] for s in sorted(sources))
-        fig.text(
-            0.1 / fig_w,
-            1 - (top + img_h / 2) / fig_h,
-            label,
-            ha="left",
-            va="center",
-            fontsize=7.5,
-        )
-        for c in range(n_cols):
-            x0 = LABEL_WIDTH + c * CELL_WIDTH + (CELL_WIDTH - IMAGE_WIDTH) / 2
-            ax = fig.add_axes(
-                (x0 / fig_w, 1 - (top + img_h) / fig_h, IMAGE_WIDTH / fig_w, img_h / fig_h)
-            )
-            hm = first[c] if r == 0 else maps[names[r - 1]][c]
-            ax.imshow(hm.image, aspect="auto", interpolation="bilinear")
-            if r > 0:
-                mappable = ax.imshow(hm.heat, cmap=cmap, alpha=alpha, vmin=0, vmax=1, aspect="auto")
-            ax.set_axis_off()
-            if r == 0:
-                modality = "visible" if hm.record.modality == "vis" else "infrared"
-                ax.set_title(
-                    f"id {hm.record.pid}, {modality}\ncam {hm.record.camid}", fontsize=7, pad=2
-                )
-    if mappable is not None:
-        # Second header line, under the title: "normalised response" then the colour bar.
-        bar_w = min(2.4, fig_w - LABEL_WIDTH - 0.3)
-        fig.text(
-            0.1 / fig_w, 1 - 0.4 / fig_h, "normalised\nresponse", fontsize=7, ha="left", va="center"
-        )
-        cax = fig.add_axes((LABEL_WIDTH / fig_w, 1 - 0.42 / fig_h, bar_w / fig_w, 0.08 / fig_h))
-        cb = fig.colorbar(mappable, cax=cax, orientation="horizontal")
-        cb.ax.tick_params(labelsize=6, length=2, pad=1)
-        cb.set_ticks([0, 0.5, 1])
-    return fig
+            modality = "visible" if hm.record.modality == "vis" else "infrared"
+            title = f"id {hm.record.pid}, {modality}\ncam {hm.record.camid}"
+            ax.set_title(title, fontsize=7, pad=2)
+    return mappable
+
+
+def _colour_bar(fig: Figure, mappable) -> None:
+    """Second header line, under the title: "normalised response" then the colour bar."""
+    fig_w, fig_h = fig.get_size_inches()
+    bar_w = min(2.4, fig_w - LABEL_WIDTH - 0.3)
+    fig.text(0.1 / fig_w, 1 - 0.4 / fig_h, "normalised\nresponse", fontsize=7, ha="left",
+             va="center")  # fmt: skip
+    cax = fig.add_axes((LABEL_WIDTH / fig_w, 1 - 0.42 / fig_h, bar_w / fig_w, 0.08 / fig_h))
+    cb = fig.colorbar(mappable, cax=cax, orientation="horizontal")
+    cb.ax.tick_params(labelsize=6, length=2, pad=1)
+    cb.set_ticks([0, 0.5, 1])
