@@ -144,9 +144,8 @@ class BatchAugment:
         batch through memory once per step. Needs the draws on the host (a sync elsewhere)."""
         b, c, h, w = images.shape
         mean, std = self._device_stats(images.device)
-        pad_value = (
-            torch.zeros(c, 1, 1, device=images.device).div_(255).sub_(mean).div_(std)
-        )  # a normalised 0 pixel
+        # The padding: a 0 pixel normalised with the same ops as the image pixels.
+        pad_value = torch.zeros(c, 1, 1, device=images.device).div_(255).sub_(mean).div_(std)
         if out is None:
             out = torch.empty(b, c, h, w, device=images.device)
         out.copy_(pad_value.expand(b, c, h, w))  # (B, C, H, W), all padding
@@ -194,8 +193,8 @@ class BatchAugment:
         h_img, w_img = int(size[0]), int(size[1])
         on = torch.rand(batch, generator=generator, device=device) < self.erasing_prob
         u = torch.rand(
-            3, batch, _ERASE_TRIES, generator=generator, device=device, dtype=torch.float64
-        )
+            2, batch, _ERASE_TRIES, generator=generator, device=device, dtype=torch.float64
+        )  # (2, B, T): area fraction and log aspect ratio of each try
         lo, hi = self.erasing_scale
         area = h_img * w_img * (lo + (hi - lo) * u[0])  # (B, T)
         log_lo, log_hi = math.log(self.erasing_ratio[0]), math.log(self.erasing_ratio[1])
