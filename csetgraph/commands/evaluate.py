@@ -295,6 +295,7 @@ def report(args: argparse.Namespace, runs: list[tuple[Config, dict, str]]) -> di
             "flip": cfg.eval.flip,
             "rerank": args.rerank,
             "metric": cfg.eval.metric,
+            "amp": cfg.eval.amp,
         },
         "data_fingerprints": [digest for _, _, digest in runs],
         "results": results,

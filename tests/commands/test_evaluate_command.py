@@ -172,6 +172,7 @@ def test_options_and_overrides_reach_the_protocol(roots, tmp_path):
     report = json.loads(out.read_text())
     assert list(report["results"]) == ["indoor"]
     assert report["settings"]["flip"] and report["settings"]["rerank"]
+    assert report["settings"]["amp"] == "auto"  # fp32 on the CPU: the loop below is fp32
     trials = report["results"]["indoor"]["trials"]
     assert len(trials) == 3
     for t, scores in enumerate(trials):
