@@ -17,7 +17,8 @@ target size and the resize method, so a changed data set (a file added, removed,
 touched) gets a new cache and an unchanged one reuses its own. The ``.npy`` is written under a
 temporary name and moved into place with ``os.replace``, then the manifest the same way; only
 a cache with its manifest is ever used, so an interrupted build leaves no half cache behind
-(at worst a ``*.tmp-<pid>`` file, which is never read).
+(at worst a ``*.tmp-<pid>`` file, which is never read). A ``.lock`` file beside them makes a
+second process wait for a build in progress rather than start its own.
 
 The cache folder is ``data.cache_dir`` if set, else ``$CSETGRAPH_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/csetgraph``, else ``~/.cache/csetgraph``; nothing is written inside the data
@@ -112,21 +113,47 @@ def ensure_cache(
     key = fingerprint(paths, height, width)
     stem = folder / f"train-{height}x{width}-{key[:20]}"
     cache = ImageCache(stem.with_suffix(".npy"), len(paths), height, width, key)
-    if _is_complete(cache, stem.with_suffix(".json")):
+    manifest = stem.with_suffix(".json")
+    if _is_complete(cache, manifest):
         return cache
     folder.mkdir(parents=True, exist_ok=True)
-    _build(cache, paths, num_workers=num_workers, progress=progress)
+    with _build_lock(stem.with_suffix(".lock")):
+        if not _is_complete(cache, manifest):  # another process may have built it meanwhile
+            _build(cache, paths, num_workers=num_workers, progress=progress)
+            _write_manifest(cache, paths, manifest)
+    return cache
+
+
+def _write_manifest(cache: ImageCache, paths: Sequence[str], path: Path) -> None:
     manifest = {
         "version": CACHE_VERSION,
-        "fingerprint": key,
-        "num_images": len(paths),
-        "shape": [len(paths), 3, height, width],
+        "fingerprint": cache.fingerprint,
+        "num_images": cache.num_images,
+        "shape": [cache.num_images, 3, cache.height, cache.width],
         "dtype": "uint8",
         "resize": RESIZE_METHOD,
         "files": [os.path.abspath(p) for p in paths],
     }
-    _atomic_write_text(stem.with_suffix(".json"), json.dumps(manifest))
-    return cache
+    _atomic_write_text(path, json.dumps(manifest))
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path):
+    """Hold an exclusive lock on ``path`` while building, so that a second process (another
+    ``torchrun`` rank) waits for the first one's cache instead of decoding everything again.
+    The OS releases it if the holder dies. Without ``fcntl`` (Windows) builds race instead,
+    which is safe (every file is moved into place whole), only slower."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _is_complete(cache: ImageCache, manifest_path: Path) -> bool:

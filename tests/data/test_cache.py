@@ -1,6 +1,9 @@
 """The decode-once cache: content, reuse, rebuilds on change, safe interruption, location."""
 
+import multiprocessing
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,11 @@ def image_folder(tmp_path):
 
 def folder_listing(folder: Path):
     return sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir())
+
+
+def cache_files(folder: Path):
+    """What a cache folder holds besides the (empty) lock files."""
+    return sorted(p.name for p in folder.iterdir() if p.suffix != ".lock")
 
 
 def pillow_resized(path, height, width):
@@ -106,7 +114,7 @@ def test_interrupted_build_leaves_no_cache_and_the_next_run_builds_it(
     monkeypatch.setattr(cache_mod, "load_image", load_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         ensure_cache(image_folder, 24, 12, folder, progress=False)
-    assert list(folder.iterdir()) == []  # neither the array, a manifest nor a temporary file
+    assert cache_files(folder) == []  # neither the array, a manifest nor a temporary file
 
     monkeypatch.setattr(cache_mod, "load_image", real_load)
     cache = ensure_cache(image_folder, 24, 12, folder, progress=False)
@@ -134,7 +142,7 @@ def test_unreadable_image_is_one_clear_error_and_no_cache(image_folder, tmp_path
     with pytest.raises(CorruptImageError, match=r"cannot read image .*2\.jpg") as err:
         ensure_cache(image_folder, 24, 12, tmp_path / "c", num_workers=num_workers, progress=False)
     assert "\n" not in str(err.value)  # one line, not a worker's traceback
-    assert list((tmp_path / "c").iterdir()) == []
+    assert cache_files(tmp_path / "c") == []
 
 
 def test_missing_image_names_the_file(image_folder, tmp_path):
@@ -162,3 +170,55 @@ def test_default_cache_dir_follows_its_variable_then_xdg_then_home(tmp_path, mon
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "csetgraph"
+
+
+def test_a_second_process_waits_for_the_build_in_progress(image_folder, tmp_path):
+    """Under the build lock the cache is not touched; released, the waiting call returns."""
+    folder = tmp_path / "cache"
+    first = ensure_cache(image_folder, 24, 12, folder, progress=False)
+    lock = first.path.with_suffix(".lock")
+    first.path.with_suffix(".json").unlink()  # as if the first build had not finished yet
+    result = {}
+    with cache_mod._build_lock(lock):
+        waiter = threading.Thread(
+            target=lambda: result.update(
+                c=ensure_cache(image_folder, 24, 12, folder, progress=False)
+            )
+        )
+        waiter.start()
+        time.sleep(0.5)
+        assert waiter.is_alive() and not first.path.with_suffix(".json").exists()
+    waiter.join(timeout=60)
+    assert result["c"] == first
+    assert np.array_equal(result["c"].open()[2], pillow_resized(image_folder[2], 24, 12))
+
+
+def test_concurrent_processes_build_the_cache_once(image_folder, tmp_path, monkeypatch):
+    """Three processes (forked, so they share the patch below) ask for the same missing
+    cache at once; a slow build leaves them all time to start their own, yet one builds."""
+    folder, log = tmp_path / "cache", tmp_path / "builds.txt"
+    real = cache_mod._build
+
+    def slow_counted_build(*args, **kwargs):
+        with open(log, "a") as f:
+            f.write("build\n")
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache_mod, "_build", slow_counted_build)
+    ctx = multiprocessing.get_context("fork")
+    procs = [
+        ctx.Process(
+            target=ensure_cache, args=(image_folder, 24, 12, folder), kwargs={"progress": False}
+        )
+        for _ in range(3)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert log.read_text().splitlines() == ["build"]
+    monkeypatch.setattr(cache_mod, "_build", real)
+    cache = ensure_cache(image_folder, 24, 12, folder, progress=False)
+    assert np.array_equal(cache.open()[5], pillow_resized(image_folder[5], 24, 12))
