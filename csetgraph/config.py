@@ -104,7 +104,8 @@ class MHGAConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "vit_tiny_patch16_224"  # a timm ViT name
-    pretrained: str = ""  # "" (random init) | a timm name | a local checkpoint path
+    # the shipped synthetic backbone (weights/README.md; a path relative to the project folder)
+    pretrained: str = "weights/synthetic_vit_tiny.safetensors"  # "" random init | timm name | path
     embed_dim: int | None = 128  # None: the backbone's own width/depth/heads
     depth: int | None = 4
     num_heads: int | None = 4

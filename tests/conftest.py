@@ -91,6 +91,7 @@ TINY_OVERRIDES = [
     "data.num_ids_per_batch=2",
     "data.num_instances=2",
     "data.num_workers=0",
+    "model.pretrained=",  # random init: the shipped synthetic weights are 128 wide
     "model.embed_dim=32",
     "model.depth=2",
     "model.num_heads=2",

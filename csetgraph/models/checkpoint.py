@@ -95,6 +95,11 @@ def _guess_grid(n: int, new_grid) -> tuple[int, int]:
         return side, side
     if new_grid is not None and new_grid[0] * new_grid[1] == n:
         return tuple(new_grid)
+    if new_grid is not None:  # a person-shaped grid (e.g. 8x4) resized to another of its shape
+        h, w = new_grid
+        side = math.isqrt(n * w // h) if n * w % h == 0 else 0
+        if side and side * h % w == 0 and (side * h // w) * side == n:
+            return side * h // w, side
     raise CheckpointError(
         f"cannot infer the patch grid of a positional embedding with {n} patch tokens"
     )
