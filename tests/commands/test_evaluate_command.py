@@ -68,6 +68,7 @@ def make_run(folder: Path, dataset: str, root: Path, *extra: str, seed: int = 0)
             "data.width=32",
             "data.num_workers=0",
             "model.backbone=vit_tiny_patch16_224",
+            "model.pretrained=",
             "model.embed_dim=32",
             "model.depth=1",
             "model.num_heads=2",

@@ -15,6 +15,7 @@ TINY = dict(backbone="vit_tiny_patch16_224", embed_dim=32, depth=2, num_heads=2,
 
 def small_cfg(**overrides) -> ModelConfig:
     cfg = load_config(None, ["model.embed_dim=32", "model.depth=2", "model.num_heads=2"])
+    cfg.model.pretrained = ""  # random init: the shipped synthetic weights are 128 wide
     for key, value in overrides.items():
         setattr(cfg.model, key, value)
     return cfg.model

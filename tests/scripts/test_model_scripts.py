@@ -19,7 +19,7 @@ from csetgraph.models.ablation import TABLE1, ablation_config
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["model.embed_dim=64", "model.depth=2", "model.num_heads=2", "model.se.layers=[0]"]
 TINY += ["model.ca.heads=2", "model.mhga.heads=2", "model.se.ratio=0.5"]  # 2 patches: swap 1
-TINY += ["data.height=32", "data.width=16"]
+TINY += ["data.height=32", "data.width=16", "model.pretrained="]
 
 
 def run(script, *args):
