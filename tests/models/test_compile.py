@@ -17,6 +17,7 @@ SYNTHETIC = (
         *("model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.se.layers=[0]"),
         *("model.ca.heads=2", "model.mhga.heads=2", "data.height=64", "data.width=32"),
         "model.se.ratio=0.25",
+        "model.pretrained=",  # random init: the shipped weights are 128 wide
     ],
 )
 #: The SYSU-MM01 recipe (every switch, its heads, drop path, erasing) shrunk: no download.
