@@ -30,45 +30,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
+from csetgraph.commands.arguments import OVERRIDE, int_at_least, split_overrides
 from csetgraph.config import Config
 from csetgraph.errors import ConfigError, DatasetLayoutError, run_command
 
-#: A dotted config override (``section.key=value``, ``section.sub.key=[1, 2]``).
-OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
-
-
-def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
-    """Separate dotted ``key=value`` overrides from the paths an option swallowed.
-
-    ``--checkpoint`` takes several paths, so argparse gives it everything up to the next
-    option, overrides included; a ``section.key=value`` token is never a path here.
-
-    Returns:
-        ``(paths, overrides)``, each in line order.
-    """
-    overrides = [x for x in items if OVERRIDE.match(x)]
-    return [x for x in items if not OVERRIDE.match(x)], overrides
-
-
-def _int_at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    return parse
-
 
 def _regdb_trial(text: str) -> int:
-    value = _int_at_least(1)(text)
+    value = int_at_least(1)(text)
     if value > 10:
         raise argparse.ArgumentTypeError(f"RegDB has trials 1 to 10, got {value}")
     return value
@@ -222,10 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=list(DATASETS), default=None, help="data set protocol")
     p.add_argument("--root", default=None, help="data set folder (data.root)")
     p.add_argument("--mode", nargs="+", choices=("all", "indoor"), help="SYSU-MM01 modes")
-    p.add_argument("--trials", type=_int_at_least(1), help="SYSU-MM01/LLCM gallery draws")
+    p.add_argument("--trials", type=int_at_least(1), help="SYSU-MM01/LLCM gallery draws")
     p.add_argument("--trial", type=_regdb_trial, help="RegDB split 1-10 (data.trial)")
     p.add_argument(
-        "--shots", type=_int_at_least(1), default=1, help="SYSU-MM01 gallery images per id/camera"
+        "--shots", type=int_at_least(1), default=1, help="SYSU-MM01 gallery images per id/camera"
     )
     p.add_argument(
         "--gallery",
@@ -237,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", help="average with mirrored images")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (reference)")
     p.add_argument("--metric", choices=("cosine", "euclidean"), default=None)
-    p.add_argument("--batch-size", type=_int_at_least(1), default=None)
-    p.add_argument("--num-workers", type=_int_at_least(0), default=None)
+    p.add_argument("--batch-size", type=int_at_least(1), default=None)
+    p.add_argument("--num-workers", type=int_at_least(0), default=None)
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), help="eval.amp")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--output", default=None, help="JSON file for the results")

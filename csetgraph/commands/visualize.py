@@ -25,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from csetgraph.commands.evaluate import OVERRIDE, split_overrides
+from csetgraph.commands.arguments import OVERRIDE, int_at_least, positive_float, split_overrides
 from csetgraph.errors import ConfigError, run_command
 
 #: subcommand -> (one-line help, default output)
@@ -35,29 +35,6 @@ FIGURES = {
     "tsne": ("t-SNE of both modalities' embeddings", "figures/tsne.png"),
     "curves": ("training curves of a run folder", "figures/curves.png"),
 }
-
-
-def _int_at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def _model_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,7 +53,7 @@ def figure_parser(name: str) -> argparse.ArgumentParser:
     summary, output = FIGURES[name]
     p = argparse.ArgumentParser(prog=f"csetgraph visualize {name}", description=summary)
     p.add_argument("--output", default=output, help=f"PNG path (default {output})")
-    p.add_argument("--dpi", type=_int_at_least(10), default=100)
+    p.add_argument("--dpi", type=int_at_least(10), default=100)
     p.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     if name == "curves":
         p.add_argument("--run", required=True, help="the run folder")
@@ -84,21 +61,21 @@ def figure_parser(name: str) -> argparse.ArgumentParser:
         return p
     _model_arguments(p)
     if name == "ranked":
-        p.add_argument("--k", type=_int_at_least(1), default=5, help="ranked images per query")
-        p.add_argument("--queries", type=_int_at_least(0), nargs="+", help="query indices")
-        p.add_argument("--num-queries", type=_int_at_least(1), default=4)
+        p.add_argument("--k", type=int_at_least(1), default=5, help="ranked images per query")
+        p.add_argument("--queries", type=int_at_least(0), nargs="+", help="query indices")
+        p.add_argument("--num-queries", type=int_at_least(1), default=4)
         p.add_argument("--mode", default="all", choices=("all", "indoor"), help="SYSU-MM01")
-        p.add_argument("--trial", type=_int_at_least(0), default=0, help="evaluation trial")
+        p.add_argument("--trial", type=int_at_least(0), default=0, help="evaluation trial")
         p.add_argument("--direction", default="i2v", choices=("i2v", "v2i"))
         p.add_argument("--per-query", action="store_true", help="one PNG per query")
     elif name == "heatmap":
         p.add_argument("--source", default="attention", choices=("attention", "rollout", "mhga"))
-        p.add_argument("--num-blocks", type=_int_at_least(1), default=1, help="last blocks")
-        p.add_argument("--num-ids", type=_int_at_least(1), default=2)
+        p.add_argument("--num-blocks", type=int_at_least(1), default=1, help="last blocks")
+        p.add_argument("--num-ids", type=int_at_least(1), default=2)
         p.add_argument("--pids", type=int, nargs="+", help="identities (default: random)")
     else:  # tsne
-        p.add_argument("--max-ids", type=_int_at_least(2), default=12)
-        p.add_argument("--perplexity", type=_positive_float, default=30.0)
+        p.add_argument("--max-ids", type=int_at_least(2), default=12)
+        p.add_argument("--perplexity", type=positive_float, default=30.0)
     return p
 
 
