@@ -372,54 +372,67 @@ class CSET(nn.Module):
             drop_path_rate=drop_path_rate,
             pretrained=pretrained,
         )
-        self.vis_encoder = ViTEncoder(backbone, **enc_kwargs)
-        self.share_encoders = share_encoders
-        if share_encoders:
-            self.ir_encoder = self.vis_encoder
-        else:
-            self.ir_encoder = ViTEncoder(backbone, **enc_kwargs)
-            if not pretrained:
-                # Both streams start from one initialisation, as they do from ImageNet weights.
-                self.ir_encoder.load_state_dict(self.vis_encoder.state_dict())
+        self._build_encoders(backbone, share_encoders, enc_kwargs)
         dim = self.vis_encoder.embed_dim
         self.dropout = dropout
         self._build_exchange(
             se_direction, se_layers, se_alpha, se_ratio, se_temperature, ca_enabled
         )
-        # W' heads: triplet space, whenever there is a mixed stream or CA.
-        self.tri_heads = (
-            nn.ModuleDict({m: feed_forward_head(dim, dropout) for m in MODALITIES})
-            if self.se_layers
-            else None
+        self._build_heads(num_classes, ca_enabled, ca_heads)
+        mhga_kwargs = dict(
+            heads=mhga_heads,
+            strengths=mhga_strengths,
+            learn_strengths=mhga_learn_strengths,
+            adjacency=mhga_adjacency,
+            graph=mhga_graph,
+            layer=mhga_layer,
         )
-        self.ca_enabled = ca_enabled
-        if ca_enabled:
-            self.ca_heads = nn.ModuleDict({m: feed_forward_head(dim, dropout) for m in MODALITIES})
-            self.cross_attention = nn.MultiheadAttention(dim, ca_heads, batch_first=True)
-            self.ca_norm = nn.LayerNorm(dim)
-            self.ca_neck = BNNeck(dim, num_classes)
-        self.mhga = (
-            MHGABranch(
-                self.vis_encoder.blocks[-1],
-                self.ir_encoder.blocks[-1],
-                dim,
-                heads=mhga_heads,
-                grid_size=self.vis_encoder.grid_size,
-                strengths=mhga_strengths,
-                learn_strengths=mhga_learn_strengths,
-                adjacency=mhga_adjacency,
-                graph=mhga_graph,
-                layer=mhga_layer,
-            )
-            if mhga_enabled
-            else None
-        )
+        self.mhga = self._build_mhga(mhga_kwargs) if mhga_enabled else None
         self.mhga_pair_graph = mhga_pair_graph
         self.feat_dim = dim * (2 if mhga_enabled else 1)
         self.neck = BNNeck(self.feat_dim, num_classes)
         # The graph buffers are constants: DDP need not broadcast them at every step.
         graphs = self.mhga.graph_buffers if self.mhga is not None else ()
         self._ddp_params_and_buffers_to_ignore = [f"mhga.{name}" for name in graphs]
+
+    def _build_encoders(self, backbone: str, share: bool, enc_kwargs: dict) -> None:
+        """The two modality encoders (one object when ``share``), from one initialisation."""
+        self.vis_encoder = ViTEncoder(backbone, **enc_kwargs)
+        self.share_encoders = share
+        if share:
+            self.ir_encoder = self.vis_encoder
+            return
+        self.ir_encoder = ViTEncoder(backbone, **enc_kwargs)
+        if not enc_kwargs["pretrained"]:
+            # Both streams start from one initialisation, as they do from ImageNet weights.
+            self.ir_encoder.load_state_dict(self.vis_encoder.state_dict())
+
+    def _build_heads(self, num_classes: int, ca_enabled: bool, ca_heads: int) -> None:
+        """W' heads (triplet space, with a mixed stream) and the CA branch (W heads + neck)."""
+        dim = self.vis_encoder.embed_dim
+        self.tri_heads = (
+            nn.ModuleDict({m: feed_forward_head(dim, self.dropout) for m in MODALITIES})
+            if self.se_layers
+            else None
+        )
+        self.ca_enabled = ca_enabled
+        if ca_enabled:
+            self.ca_heads = nn.ModuleDict(
+                {m: feed_forward_head(dim, self.dropout) for m in MODALITIES}
+            )
+            self.cross_attention = nn.MultiheadAttention(dim, ca_heads, batch_first=True)
+            self.ca_norm = nn.LayerNorm(dim)
+            self.ca_neck = BNNeck(dim, num_classes)
+
+    def _build_mhga(self, kwargs: dict) -> MHGABranch:
+        """The MHGA branch: an extra block per modality, copied from block L, and the layer."""
+        return MHGABranch(
+            self.vis_encoder.blocks[-1],
+            self.ir_encoder.blocks[-1],
+            self.vis_encoder.embed_dim,
+            grid_size=self.vis_encoder.grid_size,
+            **kwargs,
+        )
 
     def _build_exchange(
         self,
