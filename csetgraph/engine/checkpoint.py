@@ -63,7 +63,9 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # Only this process's own GPU (set_device pinned it): a checkpoint from a machine with
+        # more GPUs must resume on one with fewer, and each DDP rank keeps its own stream.
+        state["cuda_device"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -74,8 +76,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if not torch.cuda.is_available():
+        return
+    if "cuda_device" in state:
+        torch.cuda.set_rng_state(state["cuda_device"])
+    elif "cuda" in state:  # older checkpoints held every visible GPU's state
+        index = torch.cuda.current_device()
+        if index < len(state["cuda"]):
+            torch.cuda.set_rng_state(state["cuda"][index])
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
