@@ -130,9 +130,23 @@ class PretrainedReport:
         )
 
 
+#: The checkout this package sits in: relative ``model.pretrained`` paths that do not exist
+#: from the working folder are looked up here, so the shipped ``weights/`` file loads
+#: whichever folder a command runs from.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve_weights_path(source: str) -> Path:
+    """``source`` as a path: as given, else relative to the project checkout if it is there."""
+    path = Path(source).expanduser()
+    if not path.is_absolute() and not path.exists() and (PROJECT_ROOT / path).exists():
+        return PROJECT_ROOT / path
+    return path
+
+
 def _read_source(source: str) -> tuple[dict[str, torch.Tensor], str]:
     """The state dict of a local file or of a timm model name, and a description of it."""
-    path = Path(source).expanduser()
+    path = resolve_weights_path(source)
     if path.exists() or "/" in source or source.endswith((".pth", ".pt", ".bin", ".safetensors")):
         return read_state_dict(path), f"checkpoint {str(path)!r}"
     import timm

@@ -1,4 +1,5 @@
 import argparse
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,3 +119,16 @@ def test_a_file_matching_under_half_of_the_encoder_is_refused_naming_missing_key
         )
     assert blocks[0] in str(err.value)
     assert ViTEncoder("vit_tiny_patch16_224", img_size=(64, 32), **TINY).pretrained_report is None
+
+
+def test_shipped_relative_path_loads_from_any_working_folder(tmp_path, monkeypatch):
+    from csetgraph.models.checkpoint import resolve_weights_path
+
+    shipped = Path(__file__).resolve().parents[2] / "weights" / "synthetic_vit_tiny.safetensors"
+    assert shipped.is_file()
+    monkeypatch.chdir(tmp_path)  # a folder with no weights/ of its own
+    assert resolve_weights_path("weights/synthetic_vit_tiny.safetensors") == shipped
+    (tmp_path / "weights").mkdir()
+    own = tmp_path / "weights" / "synthetic_vit_tiny.safetensors"
+    own.write_bytes(b"x")  # the user's own file of that name wins
+    assert resolve_weights_path("weights/synthetic_vit_tiny.safetensors").resolve() == own
