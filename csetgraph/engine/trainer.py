@@ -38,9 +38,9 @@ from tqdm import tqdm
 from csetgraph.config import Config, config_from_dict, config_to_dict, save_config
 from csetgraph.data import compare_fingerprints, dataset_fingerprint
 from csetgraph.data.build import build_train_data, ensure_dataset
-from csetgraph.data.datasets import PairedDataset
+from csetgraph.data.pipeline import TrainLoader, build_train_loader
 from csetgraph.data.samplers import CrossModalityIdentitySampler
-from csetgraph.data.transforms import build_test_transform, build_train_transform
+from csetgraph.data.transforms import build_test_transform
 from csetgraph.engine import run_folder as rf
 from csetgraph.engine.checkpoint import (
     CHECKPOINT_VERSION,
@@ -211,26 +211,21 @@ class Trainer:
         self.model = build_model(cfg.model, self.data.num_classes, img_size).to(self.device)
         self.mean, self.std = input_stats(self.model, cfg)
 
-    def _build_loader(self) -> DataLoader:
-        """The training batches: the transform, the identity sampler and the loader."""
+    def _build_loader(self) -> TrainLoader:
+        """The training batches: the identity sampler and the configured loader
+        (``data.pipeline``: the decode-once cache with batched augmentation, or PIL)."""
         cfg = self.cfg
-        train_tf = build_train_transform(
-            cfg.data.height,
-            cfg.data.width,
-            mean=self.mean,
-            std=self.std,
-            pad=cfg.data.pad,
-            flip_prob=cfg.data.flip_prob,
-            erasing_prob=cfg.data.erasing_prob,
-            grayscale_prob=cfg.data.grayscale_prob,
-        )
         self.sampler = build_sampler(self.data, cfg, self.dist.world_size, self.dist.rank)
-        return DataLoader(
-            PairedDataset(self.data.vis, self.data.ir, train_tf),
-            batch_sampler=self.sampler,
-            num_workers=cfg.data.num_workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=cfg.data.num_workers > 0,
+        return build_train_loader(
+            cfg.data,
+            self.data.vis,
+            self.data.ir,
+            self.sampler,
+            self.device,
+            self.mean,
+            self.std,
+            seed=cfg.train.seed,
+            progress=self.progress and self.dist.is_main,
         )
 
     def _build_optimiser(self) -> None:

@@ -157,3 +157,27 @@ def test_unknown_pipeline_is_a_config_error(setup):
     cfg = dataclasses.replace(setup[0], pipeline="dali")
     with pytest.raises(ConfigError, match=r"data\.pipeline must be one of tensor, pil"):
         loader_for(cfg, setup[1])
+
+
+def test_training_reads_the_cache_and_does_not_depend_on_the_worker_count(tiny_config, tmp_path):
+    """The trainer's data stage uses the configured pipeline: a tensor-path run caches into
+    data.cache_dir, and one and two workers train to the same weights (seeds per batch)."""
+    from csetgraph.config import load_config
+    from csetgraph.engine import train
+
+    weights = []
+    for workers in (0, 2):
+        extra = (
+            "data.pipeline=tensor",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"data.num_workers={workers}",
+            "data.pad=2",
+            "data.erasing_prob=0.5",
+            "eval.trials=1",
+        )
+        out = train(load_config(None, tiny_config(tmp_path, f"w{workers}", *extra)), progress=False)
+        weights.append(out["model"].state_dict())
+    assert len(list((tmp_path / "cache").glob("train-32x16-*.npy"))) == 1
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
