@@ -107,7 +107,10 @@ def test_time_models_reports_times_measured_by_a_clock():
         (["--batch", "0"], "--batch 0 is not allowed: give an integer >= 1"),
         (["--rounds", "-1"], "--rounds -1 is not allowed"),
         ([*TINY, "model.se.ratio=0.01"], "model.se.ratio=0.01 exchanges floor"),
-        (["data.height=30", *TINY[:-3], "model.pretrained="], "data.height=30 does not fit the patch grid"),
+        (
+            ["data.height=30", *TINY[:-3], "model.pretrained="],
+            "data.height=30 does not fit the patch grid",
+        ),
     ],
 )
 def test_complexity_user_errors_exit_2_with_one_line(args, message, capsys):
