@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import re
 
+from csetgraph.errors import ConfigError
+
 #: A dotted config override (``section.key=value``, ``section.sub.key=[1, 2]``).
 OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
 
@@ -52,3 +54,20 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value
+
+
+def take_overrides_from_checkpoints(args: argparse.Namespace) -> None:
+    """Move the overrides ``--checkpoint`` swallowed to ``args.overrides``; refuse stray words.
+
+    Raises:
+        ConfigError: a positional word that is not a ``section.key=value`` override.
+    """
+    args.checkpoint, swallowed = split_overrides(args.checkpoint)
+    args.overrides = swallowed + args.overrides
+    stray = [x for x in args.overrides if not OVERRIDE.match(x)]
+    if stray:
+        raise ConfigError(
+            f"{stray[0]!r} is not a dotted override: config overrides look like "
+            "section.key=value (e.g. data.root=/data/SYSU-MM01); run folders go after "
+            "--checkpoint"
+        )

@@ -33,7 +33,10 @@ import os
 import sys
 from pathlib import Path
 
-from csetgraph.commands.arguments import OVERRIDE, int_at_least, split_overrides
+from csetgraph.commands.arguments import (
+    int_at_least,
+    take_overrides_from_checkpoints,
+)
 from csetgraph.config import Config
 from csetgraph.errors import ConfigError, DatasetLayoutError, run_command
 
@@ -221,15 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Combinations of options that cannot work, refused before anything is loaded."""
-    args.checkpoint, swallowed = split_overrides(args.checkpoint)
-    args.overrides = swallowed + args.overrides
-    not_overrides = [x for x in args.overrides if not OVERRIDE.match(x)]
-    if not_overrides:
-        raise ConfigError(
-            f"{not_overrides[0]!r} is not a dotted override: config overrides look like "
-            "section.key=value (e.g. data.root=/data/SYSU-MM01); run folders go after "
-            "--checkpoint"
-        )
+    take_overrides_from_checkpoints(args)
     if not args.checkpoint:
         raise ConfigError("--checkpoint needs a run folder or a checkpoint file")
     if len(args.checkpoint) > 1 and args.trial is not None:

@@ -25,7 +25,11 @@ import os
 import sys
 from pathlib import Path
 
-from csetgraph.commands.arguments import OVERRIDE, int_at_least, positive_float, split_overrides
+from csetgraph.commands.arguments import (
+    int_at_least,
+    positive_float,
+    take_overrides_from_checkpoints,
+)
 from csetgraph.errors import ConfigError, run_command
 
 #: subcommand -> (one-line help, default output)
@@ -94,15 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Move overrides out of ``--checkpoint`` and refuse what cannot be right."""
-    args.checkpoint, swallowed = split_overrides(args.checkpoint)
-    args.overrides = swallowed + args.overrides
-    stray = [x for x in args.overrides if not OVERRIDE.match(x)]
-    if stray:
-        raise ConfigError(
-            f"{stray[0]!r} is not a dotted override: config overrides look like "
-            "section.key=value (e.g. data.root=/data/SYSU-MM01); run folders go after "
-            "--checkpoint"
-        )
+    take_overrides_from_checkpoints(args)
     if not 1 <= len(args.checkpoint) <= 2:
         raise ConfigError(
             f"--checkpoint takes one or two runs (e.g. the baseline and CSET), got "
