@@ -179,6 +179,290 @@ def _camera_rng(seed: int, camid: int) -> np.random.Generator:
     return np.random.default_rng([seed, camid, 104729])
 
 
+@dataclass(frozen=True, eq=False)
+class _Camera:
+    """What a camera sets for every image it takes (drawn from ``(seed, camid)``)."""
+
+    camid: int
+    bg: np.ndarray  # background colour at the top of the image
+    bg2: np.ndarray  # background colour at the bottom
+    light: float
+    tint: np.ndarray
+    scale: float
+    view: int  # the typical viewpoint: 0 front, 1 back, 2 side
+    ir_bg: float  # infrared background intensity
+
+
+def _camera(seed: int, camid: int) -> _Camera:
+    cam = _camera_rng(seed, camid)
+    bg = cam.uniform(0.15, 0.85, size=3)
+    bg2 = cam.uniform(0.15, 0.85, size=3)
+    light = cam.uniform(0.7, 1.2)
+    tint = cam.uniform(0.85, 1.15, size=3)
+    scale = cam.uniform(0.85, 1.05)
+    view = int(cam.integers(0, 3))
+    ir_bg = cam.uniform(0.05, 0.35)
+    return _Camera(camid, bg, bg2, light, tint, scale, view, ir_bg)
+
+
+@dataclass(frozen=True, eq=False)
+class _Pose:
+    """Where the person stands in one image, on pixel grids normalised to [0, 1)."""
+
+    H: int
+    W: int
+    yy: np.ndarray
+    xx: np.ndarray
+    view: int
+    scale: float
+    cx: float  # horizontal centre of the body
+    top_y: float  # top of the head
+    body_h: float
+    head_r: float
+    side: float  # width factor: narrower seen from the side
+    shoulder: float
+
+
+def _pose(identity: Identity, camera: _Camera, rng: np.random.Generator, H: int, W: int) -> _Pose:
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    yy /= H
+    xx /= W
+    view = camera.view if rng.random() < 0.7 else int(rng.integers(0, 3))
+    scale = camera.scale * rng.uniform(0.92, 1.06)
+    cx = 0.5 + rng.uniform(-0.08, 0.08)
+    top_y = 0.5 - identity.height * scale / 2 + rng.uniform(-0.04, 0.04)
+    body_h = identity.height * scale
+    head_r = identity.head * scale
+    side = 0.65 if view == 2 else 1.0
+    shoulder = identity.shoulder * scale * side
+    return _Pose(H, W, yy, xx, view, scale, cx, top_y, body_h, head_r, side, shoulder)
+
+
+@dataclass(frozen=True, eq=False)
+class _Masks:
+    """Boolean part masks of one image and the body lines the textures are laid out on."""
+
+    head: np.ndarray
+    hair: np.ndarray
+    torso: np.ndarray
+    arms: np.ndarray
+    bottom: np.ndarray
+    legs: np.ndarray
+    acc: np.ndarray
+    acc_front: bool  # whether the accessory is drawn over the body
+    head_cy: float
+    torso_top: float
+    torso_bot: float
+    lt: np.ndarray  # coordinate down the legs: 0 at the hips, 1 at the feet
+
+
+def _head_and_hair(identity: Identity, p: _Pose) -> tuple[np.ndarray, np.ndarray, float]:
+    H, W, yy, xx, cx, head_r = p.H, p.W, p.yy, p.xx, p.cx, p.head_r
+    head_cy = p.top_y + head_r * 2.0 * (W / H) * 0.9
+    head = ((xx - cx) / head_r) ** 2 + ((yy - head_cy) / (head_r * W / H)) ** 2 < 1.0
+    hair = np.zeros_like(head)
+    hair_top = ((xx - cx) / (head_r * 1.1)) ** 2 + (
+        (yy - head_cy + head_r * 0.35 * W / H) / (head_r * W / H)
+    ) ** 2 < 1.0
+    if identity.hair == "short":
+        hair = hair_top & (yy < head_cy)
+    elif identity.hair == "long":
+        hair = hair_top | (
+            (np.abs(xx - cx) < head_r * 1.05)
+            & (yy > head_cy)
+            & (yy < head_cy + head_r * 3.2 * W / H)
+        )
+    elif identity.hair == "ponytail":
+        tail_x = cx + (head_r * 0.9 if p.view == 2 else 0.0)
+        hair = (hair_top & (yy < head_cy)) | (
+            (np.abs(xx - tail_x) < head_r * 0.35)
+            & (yy > head_cy)
+            & (yy < head_cy + head_r * 2.5 * W / H)
+        )
+    if p.view == 1:  # seen from the back: the hair covers the head
+        hair = hair | (head & (identity.hair != "bald"))
+    return head, hair, head_cy
+
+
+def _bottom_and_legs(
+    identity: Identity, p: _Pose, torso_bot: float, leg_len: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    yy, xx, cx, shoulder = p.yy, p.xx, p.cx, p.shoulder
+    leg_bot = p.top_y + p.body_h
+    lt = (yy - torso_bot) / max(leg_len, 1e-3)
+    if identity.bottom_skirt:
+        skirt_half = shoulder / 2 * (0.8 + 0.35 * lt)
+        bottom = (yy >= torso_bot) & (lt < 0.55) & (np.abs(xx - cx) < skirt_half)
+        legs = (lt >= 0.55) & (yy < leg_bot) & (np.abs(np.abs(xx - cx) - shoulder * 0.18) < 0.05)
+    else:
+        gap = 0.02 + 0.03 * lt
+        leg_w = shoulder * 0.2 * p.side
+        bottom = (
+            (yy >= torso_bot)
+            & (yy < leg_bot)
+            & (np.abs(xx - cx) > gap * p.side)
+            & (np.abs(xx - cx) < gap * p.side + leg_w)
+        )
+        legs = np.zeros_like(bottom)
+    return bottom, legs, lt
+
+
+def _accessory(
+    identity: Identity, p: _Pose, head_cy: float, torso_top: float, torso_bot: float
+) -> tuple[np.ndarray, bool]:
+    H, W, yy, xx, cx, head_r, shoulder, view = (
+        p.H,
+        p.W,
+        p.yy,
+        p.xx,
+        p.cx,
+        p.head_r,
+        p.shoulder,
+        p.view,
+    )
+    acc = np.zeros(yy.shape, dtype=bool)
+    acc_front = False
+    if identity.accessory == "backpack":
+        bp_half = shoulder * (0.42 if view == 1 else 0.18)
+        bp_x = cx + (shoulder * 0.45 if view == 2 else 0.0)
+        acc = (
+            (yy >= torso_top + 0.02)
+            & (yy < torso_top + (torso_bot - torso_top) * 0.75)
+            & (np.abs(xx - bp_x) < bp_half)
+        )
+        acc_front = view in (1, 2)
+        if view == 0:  # straps only, seen from the front
+            acc = acc & (np.abs(np.abs(xx - cx) - shoulder * 0.22) < 0.03)
+            acc_front = True
+    elif identity.accessory == "bag":
+        bag_x = cx + shoulder * 0.55
+        acc = (np.abs(xx - bag_x) < 0.09) & (np.abs(yy - torso_bot) < 0.06)
+        acc_front = True
+    elif identity.accessory == "hat":
+        acc = (np.abs(xx - cx) < head_r * 1.3) & (
+            np.abs(yy - (head_cy - head_r * 0.7 * W / H)) < head_r * 0.35 * W / H
+        )
+        acc_front = True
+    return acc, acc_front
+
+
+def _masks(identity: Identity, p: _Pose) -> _Masks:
+    """Part masks (head, hair, torso, arms, bottom, legs, accessory) of one image."""
+    yy, xx, cx = p.yy, p.xx, p.cx
+    head, hair, head_cy = _head_and_hair(identity, p)
+    torso_top = head_cy + p.head_r * p.W / p.H * 0.95
+    leg_len = p.body_h * identity.leg_ratio
+    torso_bot = p.top_y + p.body_h - leg_len
+    t = (yy - torso_top) / max(torso_bot - torso_top, 1e-3)
+    torso_half = p.shoulder / 2 * (1.0 - 0.18 * t)
+    torso = (yy >= torso_top) & (yy < torso_bot) & (np.abs(xx - cx) < torso_half)
+    arms = (
+        (yy >= torso_top + 0.01)
+        & (yy < torso_bot + 0.05)
+        & (np.abs(xx - cx) >= torso_half)
+        & (np.abs(xx - cx) < torso_half + 0.07 * p.scale)
+    )
+    bottom, legs, lt = _bottom_and_legs(identity, p, torso_bot, leg_len)
+    acc, acc_front = _accessory(identity, p, head_cy, torso_top, torso_bot)
+    return _Masks(
+        head, hair, torso, arms, bottom, legs, acc, acc_front, head_cy, torso_top, torso_bot, lt
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class _Textures:
+    """Clothing textures in [0, 1] (1 = primary tone) and the print's mask."""
+
+    top: np.ndarray
+    bottom: np.ndarray
+    logo: np.ndarray
+
+
+def _textures(identity: Identity, p: _Pose, m: _Masks) -> _Textures:
+    # Texture coordinates local to each part, so patterns move with the body.
+    ty = (p.yy - m.torso_top) / max(m.torso_bot - m.torso_top, 1e-3)
+    tx = (p.xx - p.cx) / max(p.shoulder, 1e-3)
+    top_tex = _pattern(identity.top_pattern, identity.top_freq, ty, tx)
+    bot_tex = _pattern(identity.bottom_pattern, 4.0, m.lt, tx)
+
+    logo = np.zeros_like(m.torso)
+    if identity.logo != "none":
+        lx, ly, r = identity.logo_x, identity.logo_y, identity.logo_size
+        dx, dy = (tx - lx) / r, (ty - ly) / (r * 2.2)
+        if identity.logo == "square":
+            logo = (np.abs(dx) < 1) & (np.abs(dy) < 1)
+        elif identity.logo == "circle":
+            logo = dx**2 + dy**2 < 1
+        else:  # a horizontal bar
+            logo = (np.abs(dx) < 2.2) & (np.abs(dy) < 0.45)
+        logo &= m.torso
+    return _Textures(top_tex, bot_tex, logo)
+
+
+def _parts(identity: Identity, m: _Masks, tex: _Textures) -> list:
+    """The parts in painting order: ``(mask, visible colour, infrared intensity field)``.
+
+    The torso and the bottom have no single colour (``None``): their visible colour field
+    comes from the texture in :func:`_paint_visible`.
+    """
+    parts = [
+        (m.arms, np.asarray(identity.top_rgb), identity.top_heat * (0.5 + 0.5 * tex.top)),
+        (m.torso, None, identity.top_heat * (0.4 + 0.6 * tex.top)),
+        (m.bottom, None, identity.bottom_heat * (0.55 + 0.45 * tex.bottom)),
+        (m.legs, np.asarray(identity.skin_rgb), identity.skin_heat),
+        (m.head, np.asarray(identity.skin_rgb), identity.skin_heat),
+        (m.hair, np.asarray(identity.hair_rgb), identity.hair_heat),
+    ]
+    parts.append((tex.logo, np.asarray(identity.logo_rgb), identity.logo_heat))
+    if m.acc_front:
+        parts.append((m.acc, np.asarray(identity.acc_rgb), identity.acc_heat))
+    return parts
+
+
+def _paint_visible(
+    identity: Identity,
+    parts: list,
+    m: _Masks,
+    tex: _Textures,
+    camera: _Camera,
+    p: _Pose,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The colour image as an ``(H, W, 3)`` float array (not yet clipped)."""
+    yy, xx = p.yy, p.xx
+    img = (
+        camera.bg[None, None] * (1 - yy[..., None]) + camera.bg2[None, None] * yy[..., None]
+    ).astype(np.float32)
+    img += rng.normal(0, 0.04, size=(p.H, p.W, 1)) * np.sin(xx * 23 + camera.camid)[..., None]
+    top_col = np.where(
+        tex.top[..., None] > 0.5, np.asarray(identity.top_rgb), np.asarray(identity.top_rgb2)
+    )
+    bot_col = np.asarray(identity.bottom_rgb) * (0.5 + 0.5 * tex.bottom[..., None])
+    for mask, colour, _ in parts:
+        jitter = rng.uniform(0.85, 1.15)  # the same clothes never look exactly the same
+        if mask is m.torso:
+            img[mask] = top_col[mask] * jitter
+        elif mask is m.bottom:
+            img[mask] = bot_col[mask] * jitter
+        else:
+            img[mask] = colour * jitter
+    shade = 0.85 + 0.15 * np.cos((xx - p.cx) * np.pi)  # soft lighting across the body
+    img *= (camera.light * rng.uniform(0.85, 1.15) * shade)[..., None] * camera.tint[None, None]
+    img += rng.normal(0, 0.02, size=img.shape)
+    return img
+
+
+def _paint_infrared(parts: list, camera: _Camera, p: _Pose, rng: np.random.Generator) -> np.ndarray:
+    """The heat rendering as an ``(H, W, 3)`` float array of equal channels (not clipped)."""
+    img = np.full((p.H, p.W), camera.ir_bg, dtype=np.float32) + 0.05 * p.yy
+    for mask, _, heat in parts:
+        jitter = rng.uniform(0.85, 1.15)
+        img[mask] = (heat if np.isscalar(heat) else heat[mask]) * jitter
+    img = img * rng.uniform(0.85, 1.1) + rng.uniform(-0.05, 0.05)
+    img += rng.normal(0, 0.04, size=img.shape)
+    return np.repeat(img[..., None], 3, axis=2)
+
+
 def render(
     identity: Identity,
     modality: str,
@@ -205,163 +489,17 @@ def render(
     """
     if modality not in ("vis", "ir"):
         raise ValueError(f"modality must be 'vis' or 'ir', got {modality!r}")
-    cam = _camera_rng(seed, camid)
-    cam_bg = cam.uniform(0.15, 0.85, size=3)
-    cam_bg2 = cam.uniform(0.15, 0.85, size=3)
-    cam_light = cam.uniform(0.7, 1.2)
-    cam_tint = cam.uniform(0.85, 1.15, size=3)
-    cam_scale = cam.uniform(0.85, 1.05)
-    cam_view = int(cam.integers(0, 3))  # 0 front, 1 back, 2 side
-    cam_ir_bg = cam.uniform(0.05, 0.35)
+    camera = _camera(seed, camid)
+    # One generator per image; the stages draw from it in a fixed order: pose, then painting.
     rng = np.random.default_rng([seed, identity.pid, camid, index, 15485863])
-
-    H, W = height, width
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
-    yy /= H
-    xx /= W
-    view = cam_view if rng.random() < 0.7 else int(rng.integers(0, 3))
-    scale = cam_scale * rng.uniform(0.92, 1.06)
-    cx = 0.5 + rng.uniform(-0.08, 0.08)
-    top_y = 0.5 - identity.height * scale / 2 + rng.uniform(-0.04, 0.04)
-    body_h = identity.height * scale
-    head_r = identity.head * scale
-    side = 0.65 if view == 2 else 1.0
-    shoulder = identity.shoulder * scale * side
-
-    # Part masks (head, hair, torso, legs, accessory) on normalised coordinates.
-    head_cy = top_y + head_r * 2.0 * (W / H) * 0.9
-    head = ((xx - cx) / head_r) ** 2 + ((yy - head_cy) / (head_r * W / H)) ** 2 < 1.0
-    hair = np.zeros_like(head)
-    hair_top = ((xx - cx) / (head_r * 1.1)) ** 2 + (
-        (yy - head_cy + head_r * 0.35 * W / H) / (head_r * W / H)
-    ) ** 2 < 1.0
-    if identity.hair == "short":
-        hair = hair_top & (yy < head_cy)
-    elif identity.hair == "long":
-        hair = hair_top | (
-            (np.abs(xx - cx) < head_r * 1.05)
-            & (yy > head_cy)
-            & (yy < head_cy + head_r * 3.2 * W / H)
-        )
-    elif identity.hair == "ponytail":
-        tail_x = cx + (head_r * 0.9 if view == 2 else 0.0)
-        hair = (hair_top & (yy < head_cy)) | (
-            (np.abs(xx - tail_x) < head_r * 0.35)
-            & (yy > head_cy)
-            & (yy < head_cy + head_r * 2.5 * W / H)
-        )
-    if view == 1:  # seen from the back: the hair covers the head
-        hair = hair | (head & (identity.hair != "bald"))
-    torso_top = head_cy + head_r * W / H * 0.95
-    leg_len = body_h * identity.leg_ratio
-    torso_bot = top_y + body_h - leg_len
-    t = (yy - torso_top) / max(torso_bot - torso_top, 1e-3)
-    torso_half = shoulder / 2 * (1.0 - 0.18 * t)
-    torso = (yy >= torso_top) & (yy < torso_bot) & (np.abs(xx - cx) < torso_half)
-    arms = (
-        (yy >= torso_top + 0.01)
-        & (yy < torso_bot + 0.05)
-        & (np.abs(xx - cx) >= torso_half)
-        & (np.abs(xx - cx) < torso_half + 0.07 * scale)
-    )
-    leg_bot = top_y + body_h
-    lt = (yy - torso_bot) / max(leg_len, 1e-3)
-    if identity.bottom_skirt:
-        skirt_half = shoulder / 2 * (0.8 + 0.35 * lt)
-        bottom = (yy >= torso_bot) & (lt < 0.55) & (np.abs(xx - cx) < skirt_half)
-        legs = (lt >= 0.55) & (yy < leg_bot) & (np.abs(np.abs(xx - cx) - shoulder * 0.18) < 0.05)
-    else:
-        gap = 0.02 + 0.03 * lt
-        leg_w = shoulder * 0.2 * side
-        bottom = (
-            (yy >= torso_bot)
-            & (yy < leg_bot)
-            & (np.abs(xx - cx) > gap * side)
-            & (np.abs(xx - cx) < gap * side + leg_w)
-        )
-        legs = np.zeros_like(bottom)
-    acc = np.zeros_like(head)
-    acc_front = False
-    if identity.accessory == "backpack":
-        bp_half = shoulder * (0.42 if view == 1 else 0.18)
-        bp_x = cx + (shoulder * 0.45 if view == 2 else 0.0)
-        acc = (
-            (yy >= torso_top + 0.02)
-            & (yy < torso_top + (torso_bot - torso_top) * 0.75)
-            & (np.abs(xx - bp_x) < bp_half)
-        )
-        acc_front = view in (1, 2)
-        if view == 0:  # straps only, seen from the front
-            acc = acc & (np.abs(np.abs(xx - cx) - shoulder * 0.22) < 0.03)
-            acc_front = True
-    elif identity.accessory == "bag":
-        bag_x = cx + shoulder * 0.55
-        acc = (np.abs(xx - bag_x) < 0.09) & (np.abs(yy - torso_bot) < 0.06)
-        acc_front = True
-    elif identity.accessory == "hat":
-        acc = (np.abs(xx - cx) < head_r * 1.3) & (
-            np.abs(yy - (head_cy - head_r * 0.7 * W / H)) < head_r * 0.35 * W / H
-        )
-        acc_front = True
-
-    # Texture coordinates local to each part, so patterns move with the body.
-    ty = (yy - torso_top) / max(torso_bot - torso_top, 1e-3)
-    tx = (xx - cx) / max(shoulder, 1e-3)
-    top_tex = _pattern(identity.top_pattern, identity.top_freq, ty, tx)
-    bot_tex = _pattern(identity.bottom_pattern, 4.0, lt, tx)
-
-    logo = np.zeros_like(torso)
-    if identity.logo != "none":
-        lx, ly, r = identity.logo_x, identity.logo_y, identity.logo_size
-        dx, dy = (tx - lx) / r, (ty - ly) / (r * 2.2)
-        if identity.logo == "square":
-            logo = (np.abs(dx) < 1) & (np.abs(dy) < 1)
-        elif identity.logo == "circle":
-            logo = dx**2 + dy**2 < 1
-        else:  # a horizontal bar
-            logo = (np.abs(dx) < 2.2) & (np.abs(dy) < 0.45)
-        logo &= torso
-
-    parts = [  # (mask, vis colour field, ir intensity field)
-        (arms, np.asarray(identity.top_rgb), identity.top_heat * (0.5 + 0.5 * top_tex)),
-        (torso, None, identity.top_heat * (0.4 + 0.6 * top_tex)),
-        (bottom, None, identity.bottom_heat * (0.55 + 0.45 * bot_tex)),
-        (legs, np.asarray(identity.skin_rgb), identity.skin_heat),
-        (head, np.asarray(identity.skin_rgb), identity.skin_heat),
-        (hair, np.asarray(identity.hair_rgb), identity.hair_heat),
-    ]
-    parts.append((logo, np.asarray(identity.logo_rgb), identity.logo_heat))
-    if acc_front:
-        parts.append((acc, np.asarray(identity.acc_rgb), identity.acc_heat))
-
+    pose = _pose(identity, camera, rng, height, width)
+    masks = _masks(identity, pose)
+    tex = _textures(identity, pose, masks)
+    parts = _parts(identity, masks, tex)
     if modality == "vis":
-        img = (
-            cam_bg[None, None] * (1 - yy[..., None]) + cam_bg2[None, None] * yy[..., None]
-        ).astype(np.float32)
-        img += rng.normal(0, 0.04, size=(H, W, 1)) * np.sin(xx * 23 + camid)[..., None]
-        top_col = np.where(
-            top_tex[..., None] > 0.5, np.asarray(identity.top_rgb), np.asarray(identity.top_rgb2)
-        )
-        bot_col = np.asarray(identity.bottom_rgb) * (0.5 + 0.5 * bot_tex[..., None])
-        for mask, colour, _ in parts:
-            jitter = rng.uniform(0.85, 1.15)  # the same clothes never look exactly the same
-            if mask is torso:
-                img[mask] = top_col[mask] * jitter
-            elif mask is bottom:
-                img[mask] = bot_col[mask] * jitter
-            else:
-                img[mask] = colour * jitter
-        shade = 0.85 + 0.15 * np.cos((xx - cx) * np.pi)  # soft lighting across the body
-        img *= (cam_light * rng.uniform(0.85, 1.15) * shade)[..., None] * cam_tint[None, None]
-        img += rng.normal(0, 0.02, size=img.shape)
+        img = _paint_visible(identity, parts, masks, tex, camera, pose, rng)
     else:
-        img = np.full((H, W), cam_ir_bg, dtype=np.float32) + 0.05 * yy
-        for mask, _, heat in parts:
-            jitter = rng.uniform(0.85, 1.15)
-            img[mask] = (heat if np.isscalar(heat) else heat[mask]) * jitter
-        img = img * rng.uniform(0.85, 1.1) + rng.uniform(-0.05, 0.05)
-        img += rng.normal(0, 0.04, size=img.shape)
-        img = np.repeat(img[..., None], 3, axis=2)
+        img = _paint_infrared(parts, camera, pose, rng)
     out = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), mode="RGB")
     if modality == "ir":
         out = out.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.4, 0.9))))
@@ -467,7 +605,10 @@ def renderer_digest() -> str:
     """
     parts = [_PATTERNS, _ACCESSORIES, _HAIR, _LOGOS, _MATERIALS, _PALETTE]
     try:
-        parts += [inspect.getsource(f) for f in (make_identity, _pattern, _camera_rng, render)]
+        stages = (make_identity, _pattern, _camera_rng, _camera, _pose, _head_and_hair)
+        stages += (_bottom_and_legs, _accessory, _masks, _textures, _parts)
+        stages += (_paint_visible, _paint_infrared, render)
+        parts += [inspect.getsource(f) for f in stages]
     except OSError:  # no source shipped (a frozen install): the version alone decides
         parts.append("no-source")
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
