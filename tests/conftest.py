@@ -112,6 +112,12 @@ TINY_OVERRIDES = [
 
 
 @pytest.fixture(scope="session")
+def tiny_overrides():
+    """:data:`TINY_OVERRIDES` for tests that build the tiny model without data (a copy)."""
+    return list(TINY_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
 def tiny_config(sysu_root):
     """``tiny_config(out_dir, name, *extra)``: the tiny config (on ``sysu_root``) as overrides."""
 

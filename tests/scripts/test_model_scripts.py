@@ -1,9 +1,9 @@
-"""scripts/ablate.py and scripts/complexity.py end to end on tiny settings."""
+"""Table 1's switches and ``csetgraph complexity`` (scripts/complexity.py) on the tiny model.
 
-import json
+(``scripts/ablate.py`` end to end is in test_ablate.py.)"""
+
+import importlib.util
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,21 +17,6 @@ from csetgraph.models import build_model
 from csetgraph.models.ablation import TABLE1, ablation_config
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["model.embed_dim=64", "model.depth=2", "model.num_heads=2", "model.se.layers=[0]"]
-TINY += ["model.ca.heads=2", "model.mhga.heads=2", "model.se.ratio=0.5"]  # 2 patches: swap 1
-TINY += ["data.height=32", "data.width=16", "model.pretrained="]
-
-
-def run(script, *args):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
 
 
 def test_table1_rows_set_exactly_their_switches():
@@ -51,12 +36,14 @@ def test_table1_rows_set_exactly_their_switches():
         ablation_config(base, "SE sideways")
 
 
-def test_complexity_lists_every_configuration_with_its_parameters_and_ratio():
-    out = run("complexity.py", "--rounds", "2", "--batch", "2", "--num-classes", "10", *TINY)
+def test_complexity_lists_every_configuration_with_its_parameters_and_ratio(tiny_overrides, capsys):
+    args = ["--rounds", "2", "--batch", "2", "--num-classes", "10", *tiny_overrides]
+    assert complexity.main(args) == 0
+    out = capsys.readouterr().out
     rows = {line[:22].strip(): line[22:].split() for line in out.splitlines()[2:]}
     assert list(rows) == [name for name, *_ in TABLE1]
     # Parameters: the models built here, counted here.
-    base = load_config(None, TINY)
+    base = load_config(None, tiny_overrides)
     for name, values in rows.items():
         model = build_model(ablation_config(base, name).model, 10, (32, 16))
         assert float(values[0]) == pytest.approx(n_params(model) / 1e6, abs=5e-4)
@@ -66,6 +53,15 @@ def test_complexity_lists_every_configuration_with_its_parameters_and_ratio():
         ms, ratio = float(values[1]), float(values[2])
         assert ms > 0
         assert ratio == pytest.approx(ms / base_ms, abs=0.006 + 0.0006 * ms / base_ms**2)
+
+
+def test_the_script_is_a_shim_of_the_command():
+    spec = importlib.util.spec_from_file_location(
+        "complexity_script", ROOT / "scripts/complexity.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main is complexity.main
 
 
 def n_params(model):
@@ -102,49 +98,22 @@ def test_time_models_reports_times_measured_by_a_clock():
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "with_tiny", "message"),
     [
-        (["--batch", "0"], "--batch 0 is not allowed: give an integer >= 1"),
-        (["--rounds", "-1"], "--rounds -1 is not allowed"),
-        ([*TINY, "model.se.ratio=0.01"], "model.se.ratio=0.01 exchanges floor"),
-        (
-            ["data.height=30", *TINY[:-3], "model.pretrained="],
-            "data.height=30 does not fit the patch grid",
-        ),
+        (["--batch", "0"], False, "--batch 0 is not allowed: give an integer >= 1"),
+        (["--rounds", "-1"], False, "--rounds -1 is not allowed"),
+        (["model.se.ratio=0.01"], True, "model.se.ratio=0.01 exchanges floor"),
+        (["data.height=30"], True, "data.height=30 does not fit the patch grid"),
     ],
 )
-def test_complexity_user_errors_exit_2_with_one_line(args, message, capsys):
+def test_complexity_user_errors_exit_2_with_one_line(
+    args, with_tiny, message, tiny_overrides, capsys
+):
+    if with_tiny:  # the tiny model, then the override under test
+        args = [*tiny_overrides, *args]
     assert complexity.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("csetgraph complexity: error: ")
     assert message in err[0]
     with pytest.raises(ConfigError):
         complexity.main([*args, "--debug"])
-
-
-@pytest.mark.slow
-def test_ablate_writes_markdown_and_json(sysu_root, tmp_path):
-    out = run(
-        "ablate.py",
-        "--no-progress",
-        "--rows",
-        "baseline",
-        "SE both + CA + MHGA",
-        "--",
-        *TINY,
-        f"data.root={sysu_root}",
-        "data.synthetic.enabled=false",
-        "data.num_ids_per_batch=2",
-        "data.num_instances=2",
-        "data.num_workers=0",
-        "train.epochs=1",
-        "train.max_steps_per_epoch=1",
-        f"train.output_dir={tmp_path}",
-        "eval.trials=1",
-        "eval.modes=[all]",
-    )
-    table = (tmp_path / "ablation" / "table.md").read_text()
-    assert "| baseline |" in table and "| SE both + CA + MHGA |" in table
-    data = json.loads((tmp_path / "ablation" / "table.json").read_text())
-    assert set(data["rows"]) == {"baseline", "SE both + CA + MHGA"}
-    assert "all/rank1" in out
