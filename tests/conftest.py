@@ -48,14 +48,18 @@ def sysu_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def regdb_root(tmp_path_factory):
-    """A synthetic RegDB tree: 8 + 2 train, 5 test ids, 3 images per camera, 32x16, seed 5."""
+    """A synthetic RegDB tree: 8 + 2 train, 12 test ids, 3 images per camera, 32x16, seed 5.
+
+    12 test ids: chance-level retrieval (Rank-1 about 1/12) is far from perfect
+    (tests/evaluation/test_protocols_datasets.py).
+    """
     from csetgraph.data.synthetic import generate_regdb
 
     return generate_regdb(
         tmp_path_factory.mktemp("regdb"),
         num_train_ids=8,
         num_val_ids=2,
-        num_test_ids=5,
+        num_test_ids=12,
         images_per_camera=3,
         height=32,
         width=16,
@@ -66,20 +70,26 @@ def regdb_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def llcm_root(tmp_path_factory):
-    """A synthetic LLCM tree: 8 + 2 train, 6 test ids, 3 images per camera, 32x16, seed 2."""
+    """A synthetic LLCM tree: 8 + 2 train, 12 test ids, 3 images per camera, 32x16, seed 2."""
     from csetgraph.data.synthetic import generate_llcm
 
     return generate_llcm(
         tmp_path_factory.mktemp("llcm"),
         num_train_ids=8,
         num_val_ids=2,
-        num_test_ids=6,
+        num_test_ids=12,
         images_per_camera=3,
         height=32,
         width=16,
         seed=2,
         progress=False,
     )
+
+
+@pytest.fixture(scope="session")
+def roots(sysu_root, regdb_root, llcm_root):
+    """The three session trees by data-set name (the keys of ``csetgraph.data.DATASETS``)."""
+    return {"sysu_mm01": sysu_root, "regdb": regdb_root, "llcm": llcm_root}
 
 
 #: The one tiny training config of the suite: a 2-block, 32-wide CSET with SE, CA and MHGA on

@@ -17,7 +17,6 @@ from csetgraph.commands.evaluate import main
 from csetgraph.config import config_to_dict, load_config, save_config
 from csetgraph.data import dataset_fingerprint, sysu_mm01
 from csetgraph.data.records import load_image
-from csetgraph.data.synthetic import generate_llcm, generate_regdb
 from csetgraph.data.transforms import build_test_transform
 from csetgraph.errors import EXIT_USER_ERROR, CheckpointError
 from csetgraph.evaluation import k_reciprocal_rerank, rank_metrics
@@ -35,25 +34,6 @@ def error_line(capsys) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("csetgraph evaluate: error: ")
     return lines[0]
-
-
-@pytest.fixture(scope="module")
-def roots(tmp_path_factory, sysu_root):
-    kw = dict(
-        num_train_ids=4,
-        num_val_ids=1,
-        num_test_ids=4,
-        images_per_camera=2,
-        height=32,
-        width=16,
-        seed=0,
-        progress=False,
-    )
-    return {
-        "sysu_mm01": sysu_root,
-        "regdb": generate_regdb(tmp_path_factory.mktemp("regdb"), **kw),
-        "llcm": generate_llcm(tmp_path_factory.mktemp("llcm"), **kw),
-    }
 
 
 def make_run(folder: Path, dataset: str, root: Path, *extra: str, seed: int = 0):

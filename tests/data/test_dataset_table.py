@@ -14,11 +14,6 @@ from csetgraph.errors import ConfigError
 NAMES = list(DATASETS)
 
 
-@pytest.fixture
-def roots(sysu_root, regdb_root, llcm_root) -> dict[str, Path]:
-    return {"sysu_mm01": sysu_root, "regdb": regdb_root, "llcm": llcm_root}
-
-
 def _walk(root: Path, top: str, pids: set[int]) -> set[str]:
     """Image files under ``root/top*/cam*/<pid:04d>/`` for the given pids."""
     out = set()

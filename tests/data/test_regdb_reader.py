@@ -14,7 +14,7 @@ from csetgraph.data.build import build_train_data
 from csetgraph.data.records import DatasetLayoutError
 
 # The sizes of the session fixture ``regdb_root`` (tests/conftest.py).
-NUM_TRAIN, NUM_VAL, NUM_TEST, PER_CAM = 8, 2, 5, 3
+NUM_TRAIN, NUM_VAL, NUM_TEST, PER_CAM = 8, 2, 12, 3
 
 
 def _parse(path: Path) -> list[tuple[str, int]]:

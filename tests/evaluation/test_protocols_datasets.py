@@ -4,6 +4,9 @@ The fake model recognises each test image by its pixels: ``"onehot"`` embeds the
 identity as a one-hot vector (perfect retrieval), ``"random"`` gives each image its own
 random unit vector (chance level). The random case is checked against a per-query loop
 written here from DESIGN.md section 4, with scikit-learn's average precision.
+
+The data trees are the session fixtures of tests/conftest.py (RegDB and LLCM with 12 test
+ids, 3 images per camera).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from sklearn.metrics import average_precision_score
 from csetgraph.config import Config, DataConfig, EvalConfig
 from csetgraph.data import llcm, regdb, sysu_mm01
 from csetgraph.data.records import DatasetLayoutError, load_image
-from csetgraph.data.synthetic import generate_llcm, generate_regdb
 from csetgraph.engine.trainer import evaluate_model
 from csetgraph.evaluation.protocols import (
     evaluate_dataset,
@@ -88,36 +90,6 @@ def _loop_reference(query, gallery, q_feat, g_feat, protocol, dist=None):
         hits.append(bool(match[order[0]]))  # dedup does not change the first identity
         aps.append(average_precision_score(match, -dist[i, keep]))
     return float(np.mean(hits)), float(np.mean(aps))
-
-
-@pytest.fixture(scope="module")
-def regdb_root(tmp_path_factory):
-    return generate_regdb(
-        tmp_path_factory.mktemp("regdb"),
-        num_train_ids=4,
-        num_val_ids=1,
-        num_test_ids=12,
-        images_per_camera=3,
-        height=16,
-        width=8,
-        seed=1,
-        progress=False,
-    )
-
-
-@pytest.fixture(scope="module")
-def llcm_root(tmp_path_factory):
-    return generate_llcm(
-        tmp_path_factory.mktemp("llcm"),
-        num_train_ids=4,
-        num_val_ids=1,
-        num_test_ids=12,
-        images_per_camera=2,
-        height=16,
-        width=8,
-        seed=1,
-        progress=False,
-    )
 
 
 def _sysu_records(root):

@@ -6,29 +6,8 @@ import pytest
 
 from csetgraph.config import Config, DataConfig
 from csetgraph.data import llcm, regdb, sysu_mm01
-from csetgraph.data.synthetic import generate_llcm, generate_regdb
 from csetgraph.errors import ConfigError
 from csetgraph.visualization import retrieval_set, split_images
-
-KW = dict(
-    num_train_ids=3,
-    num_val_ids=1,
-    num_test_ids=3,
-    images_per_camera=2,
-    height=16,
-    width=8,
-    seed=0,
-    progress=False,
-)
-
-
-@pytest.fixture(scope="module")
-def roots(tmp_path_factory, sysu_root):
-    return {
-        "sysu_mm01": sysu_root,
-        "regdb": generate_regdb(tmp_path_factory.mktemp("regdb"), **KW),
-        "llcm": generate_llcm(tmp_path_factory.mktemp("llcm"), **KW),
-    }
 
 
 def _cfg(dataset, root, trial=1):
