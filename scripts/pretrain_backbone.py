@@ -58,7 +58,7 @@ from csetgraph.models.encoder import ViTEncoder
 
 OBJECTIVES = ("vis-id", "both-id", "both-id-attr")
 #: The pretraining set's data-set seed and first identity number: the default benchmark uses
-#: seed 0 and identities 1..168, so neither its people nor its cameras occur here.
+#: seed 0 and identities 1..372, so neither its people nor its cameras occur here.
 PRETRAIN_SEED = 20261130
 FIRST_PID = 100_001
 _BOTTOM_PATTERNS = ("solid", "hstripes", "vstripes")
