@@ -39,6 +39,7 @@ def overrides(tiny_config, out_dir):
         "data.flip_prob=0",
         "data.pad=0",
         "data.erasing_prob=0",
+        "data.grayscale_prob=0",  # the reference below builds its transform without it
         # The reference below builds its batches with the PIL transforms: the same path here.
         "data.pipeline=pil",
         "model.drop_path_rate=0",
