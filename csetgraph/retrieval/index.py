@@ -148,13 +148,12 @@ def default_params(kind: str, n: int) -> dict[str, int]:
     10k     256 / 32: 1.000             64: 1.000
     100k    1264 / 79: 1.000            128: 1.000
     200k    1788 / 111: 1.000           144: 1.000
-    1M      4000 / 250: not measured    176: not measured
+    1M      4000 / 250: 0.994           176: not measured
     ======  ==========================  =========================
 
-    (100k and 200k: nprobe 64 and 128, ef_search 128 and 192 measured, all 1.000.) 1M was not
-    run on the loaded machine (its ivf build alone: an estimated 15-20 CPU-minutes). Its
-    shape: 200k items in 800 cells, as many items per cell as 1M in 4,000, gave 0.998 at
-    nprobe 50 = nlist / 16; hnsw needed only ef_search 32 for >= 0.999 at every measured size.
+    (100k and 200k: nprobe 64 and 128, ef_search 128 and 192 measured, all 1.000.) hnsw at 1M
+    was not run on the loaded machine (its graph: an estimated half hour of CPU); it needed
+    only ef_search 32 for >= 0.999 at every measured size, and its default grows from there.
 
     The same recipe at D = 64 needs more probes (50k items: nprobe 55 gives 0.979, 16 gives
     0.944) and at D = 32 more still (nprobe 55: 0.906): check recall on small features.
