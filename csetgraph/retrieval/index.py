@@ -139,8 +139,7 @@ def default_params(kind: str, n: int) -> dict[str, int]:
       1M): a larger graph needs a wider beam to reach the same neighbours.
 
     Recall@10 against the exact top 10 (numpy) with these parameters, on the re-id-like
-    gallery of ``benchmarks/bench_search.py`` (D = 768, its seeds, 500 queries; IVF recall
-    never falls as ``nprobe`` grows, so a value between two measured ones is bounded by them):
+    gallery of ``benchmarks/bench_search.py`` (D = 768, its seeds, 500 queries):
 
     ======  ==========================  =========================
     n       ivf nlist / nprobe: recall  hnsw ef_search: recall
@@ -151,12 +150,15 @@ def default_params(kind: str, n: int) -> dict[str, int]:
     1M      4000 / 250: 0.994           176: not measured
     ======  ==========================  =========================
 
-    (100k and 200k: nprobe 64 and 128, ef_search 128 and 192 measured, all 1.000.) hnsw at 1M
-    was not run on the loaded machine (its graph: an estimated half hour of CPU); it needed
-    only ef_search 32 for >= 0.999 at every measured size, and its default grows from there.
+    Each row: ``python benchmarks/bench_search.py --gallery N --queries 500 --kinds numpy ivf
+    hnsw``. Sweeps on the same galleries reached 1.000 at nprobe 8 (100k, 200k) and >= 0.999
+    at ef_search 32 (every size). hnsw at 1M was not run on the loaded machine (its graph: an
+    estimated half hour of CPU).
 
     The same recipe at D = 64 needs more probes (50k items: nprobe 55 gives 0.979, 16 gives
-    0.944) and at D = 32 more still (nprobe 55: 0.906): check recall on small features.
+    0.944) and at D = 32 more still (nprobe 55: 0.906): check recall on small features. With
+    a large variation shared by all identities (``--shared 0.9``, 200k) ivf gives 0.930 and
+    hnsw 0.994: k-means cuts along that variation and scatters an identity over many cells.
     """
     if kind == "flat":
         return {}
