@@ -147,13 +147,13 @@ def default_params(kind: str, n: int) -> dict[str, int]:
     10k     256 / 32: 1.000             64: 1.000
     100k    1264 / 79: 1.000            128: 1.000
     200k    1788 / 111: 1.000           144: 1.000
-    1M      4000 / 250: 0.994           176: not measured
+    1M      4000 / 250: 0.995           176: 1.000
     ======  ==========================  =========================
 
-    Each row: ``python benchmarks/bench_search.py --gallery N --queries 500 --kinds numpy ivf
-    hnsw``. Sweeps on the same galleries reached 1.000 at nprobe 8 (100k, 200k) and >= 0.999
-    at ef_search 32 (every size). hnsw at 1M was not run on the loaded machine (its graph: an
-    estimated half hour of CPU).
+    Rows up to 200k: ``python benchmarks/bench_search.py --gallery N --queries 500 --kinds
+    numpy ivf hnsw``; 1M: ``python benchmarks/bench_search.py --threads 2`` (10,000 queries;
+    the hnsw graph took 29 min to build on two cores). Sweeps on the same galleries reached
+    1.000 at nprobe 8 (100k, 200k) and >= 0.999 at ef_search 32 (every size).
 
     The same recipe at D = 64 needs more probes (50k items: nprobe 55 gives 0.979, 16 gives
     0.944) and at D = 32 more still (nprobe 55: 0.906): check recall on small features. With
