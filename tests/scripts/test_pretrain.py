@@ -21,6 +21,7 @@ TINY = ["--num-ids", "6", "--images-per-camera", "1", "--epochs", "1", "--batch-
 
 
 def _run(out: Path, *extra) -> str:
+    """The script in a fresh process, as the documented command runs it; returns the sha256."""
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "pretrain_backbone.py"), *TINY, *extra,
          "--out", str(out), "--no-progress"],
@@ -30,15 +31,28 @@ def _run(out: Path, *extra) -> str:
     return hashlib.sha256(out.read_bytes()).hexdigest()
 
 
+def _run_here(out: Path, *extra) -> str:
+    """The script's ``main`` in this process (no interpreter start-up), leaving the torch
+    thread count and random state as they were; returns the sha256."""
+    threads = torch.get_num_threads()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            assert pretrain.main([*TINY, *extra, "--out", str(out), "--no-progress"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return hashlib.sha256(out.read_bytes()).hexdigest()
+
+
 def test_same_command_same_bytes_wherever_written(tmp_path):
+    # A fresh process and this one, with the file in different folders: the same bytes.
     a = _run(tmp_path / "a.safetensors")
-    b = _run(tmp_path / "sub" / "b.safetensors")
+    b = _run_here(tmp_path / "sub" / "b.safetensors")
     assert a == b
-    assert _run(tmp_path / "c.safetensors", "--seed", "1") != a
+    assert _run_here(tmp_path / "c.safetensors", "--seed", "1") != a
 
 
 def test_output_loads_into_the_recipe_encoder(tmp_path):
-    _run(tmp_path / "w.safetensors", "--objective", "vis-id")
+    _run_here(tmp_path / "w.safetensors", "--objective", "vis-id")
     enc = ViTEncoder(
         "vit_tiny_patch16_224", img_size=(128, 64), embed_dim=128, depth=4, num_heads=4,
         pretrained=str(tmp_path / "w.safetensors"),
