@@ -41,3 +41,13 @@ def clustered():
 def metadata():
     """``metadata(n, seed)``: path, pid, camid (1-6) and modality per gallery item."""
     return _metadata
+
+
+def _recall_at_10(approx: np.ndarray, exact: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)]))
+
+
+@pytest.fixture(scope="session")
+def recall_at_10():
+    """``recall_at_10(approx, exact)``: the mean share of each exact top 10 that was found."""
+    return _recall_at_10

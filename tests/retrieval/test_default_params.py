@@ -66,7 +66,7 @@ def test_ivf_training_sample_is_a_seeded_subset_of_rows():
     assert _ivf_training_sample(x, 100) is x  # 64 * 100 >= 5,000 rows: all of them
 
 
-def test_ivf_trained_on_a_sample_keeps_recall(gallery):
+def test_ivf_trained_on_a_sample_keeps_recall(gallery, recall_at_10):
     """nlist=40 on 4,000 rows trains on 2,560 of them; recall against flat stays high."""
     feats, meta, queries = gallery
     assert IVF_TRAIN_PER_CELL * 40 < len(feats)
@@ -74,7 +74,7 @@ def test_ivf_trained_on_a_sample_keeps_recall(gallery):
     _, approx = GalleryIndex.build(feats, meta, kind="ivf", nlist=40, nprobe=10).search(
         queries, k=10
     )
-    assert np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)]) > 0.9
+    assert recall_at_10(approx, exact) > 0.9
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def reid_like():
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
-def test_defaults_keep_recall_on_a_larger_reid_like_gallery(reid_like, kind):
+def test_defaults_keep_recall_on_a_larger_reid_like_gallery(reid_like, recall_at_10, kind):
     """Recall@10 >= 0.95 against numpy brute force with default parameters at 20,000 items
     (nlist 512, nprobe 32; ef_search 80), 5x the shared fixture's gallery and past the 10,000
     where the defaults start to grow."""
@@ -99,5 +99,4 @@ def test_defaults_keep_recall_on_a_larger_reid_like_gallery(reid_like, kind):
     index = GalleryIndex.build(feats, meta, kind=kind)
     assert index.manifest.params == default_params(kind, len(feats))
     _, approx = index.search(queries, k=10)
-    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)])
-    assert recall >= 0.95
+    assert recall_at_10(approx, exact) >= 0.95
