@@ -25,6 +25,7 @@ from typing import Any, Union
 import yaml
 
 from csetgraph.errors import ConfigError
+from csetgraph.nn.mhga import PAPER_STRENGTHS
 
 
 @dataclass
@@ -82,11 +83,6 @@ class SEConfig:
 class CAConfig:
     enabled: bool = True
     heads: int = 4
-
-
-#: MHGA's relation strengths (same, adjacent, distant), the paper's lambda values (eq. 5). The
-#: one definition: the layers in :mod:`csetgraph.nn` and the model take their default from it.
-PAPER_STRENGTHS: tuple[float, float, float] = (1.0, 0.7, 0.3)
 
 
 @dataclass
