@@ -1,11 +1,13 @@
-"""PyG-style layers: MHGA (sparse and dense) and the similarity exchange."""
+"""PyG-style layers: MHGA (sparse, dense and heterogeneous) and the similarity exchange."""
 
 from csetgraph.nn.exchange import ExchangeEdges, SimilarityExchange, exchange_tokens
-from csetgraph.nn.mhga import DenseMHGAConv, MHGAConv
+from csetgraph.nn.mhga import PAPER_STRENGTHS, DenseMHGAConv, HeteroMHGAConv, MHGAConv
 
 __all__ = [
+    "PAPER_STRENGTHS",
     "DenseMHGAConv",
     "ExchangeEdges",
+    "HeteroMHGAConv",
     "MHGAConv",
     "SimilarityExchange",
     "exchange_tokens",
