@@ -718,8 +718,9 @@ class HeteroMHGAConv(torch.nn.Module):
                     f"edge type {edge_type}: edge_index must be (2, E), got "
                     f"{tuple(edge_index.shape)}"
                 )
-            shift = torch.tensor([[offset[src]], [offset[dst]]], device=edge_index.device)
-            edges.append(edge_index.long() + shift)  # (2, E_t), global node indices
+            edge_index = edge_index.long()
+            # Python-int offsets: no host-to-device copy, so no synchronisation on a GPU.
+            edges.append(torch.stack([edge_index[0] + offset[src], edge_index[1] + offset[dst]]))
             codes.append(
                 torch.full(
                     (edge_index.size(1),), self.relations.index(rel), device=edge_index.device
