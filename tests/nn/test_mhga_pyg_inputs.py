@@ -168,3 +168,25 @@ def test_codes_checked_inside_a_compiled_graph():
     assert torch.allclose(compiled(x, EDGE_INDEX, EDGE_TYPE), conv(x, EDGE_INDEX, EDGE_TYPE))
     with pytest.raises(RuntimeError, match=r"outside 0\.\.2"):
         compiled(x, EDGE_INDEX, EDGE_TYPE - 1)
+
+
+def test_int32_indices_and_codes():
+    conv, _ = _conv_and_copy(25)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    expected = conv(x, EDGE_INDEX, EDGE_TYPE)
+    assert torch.allclose(conv(x, EDGE_INDEX.int(), EDGE_TYPE.int()), expected, atol=1e-12)
+    csr = _adjacency("csr", 5, 5)
+    csr32 = torch.sparse_csr_tensor(
+        csr.crow_indices().int(), csr.col_indices().int(), csr.values().int(), (5, 5)
+    )
+    assert torch.allclose(conv(x, csr32), expected, atol=1e-12)
+
+
+def test_gradcheck_through_the_sparse_adjacency():
+    conv, _ = _conv_and_copy(26)
+    x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    adj_t = _adjacency("csr", 5, 5)
+    assert torch.autograd.gradcheck(lambda x: conv(x, adj_t), (x,))
+    assert torch.autograd.gradcheck(
+        lambda x: conv((x, None), EDGE_INDEX, EDGE_TYPE, size=(5, 6)), (x,)
+    )
