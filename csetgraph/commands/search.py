@@ -54,9 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         from csetgraph.data.records import load_image
         from csetgraph.deploy.searcher import GallerySearcher
 
+        images = [load_image(path) for path in args.images]  # the shared loader (16-bit too)
         searcher = GallerySearcher.from_folder(args.index, run=args.run)
-        images = [load_image(path) for path in args.images]
-        answers = searcher.search_images(images, args.modality, args.k, args.camid)
+        try:
+            answers = searcher.search_images(images, args.modality, args.k, args.camid)
+        finally:
+            searcher.index.close()
         if args.json:
             out = [{"query": q, **a} for q, a in zip(args.images, answers, strict=True)]
             print(json.dumps(out, indent=2))

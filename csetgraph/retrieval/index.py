@@ -467,7 +467,10 @@ def _with_ids(index, kind: str, n: int):
     faiss = _faiss()
     if kind == "ivf" or isinstance(index, faiss.IndexIDMap2):
         return index
+    # IndexIDMap2 only wraps an empty index: wrap it as empty, then restore its size.
+    index.ntotal = 0
     wrapped = faiss.IndexIDMap2(index)
+    index.ntotal = wrapped.ntotal = n
     faiss.copy_array_to_vector(np.arange(n, dtype=np.int64), wrapped.id_map)
     wrapped.construct_rev_map()
     return wrapped
