@@ -95,7 +95,8 @@ class GallerySearcher:
     def relative_path(self, path: str) -> str:
         """``path`` relative to the gallery root holding it (else its file name only)."""
         absolute = Path(os.path.abspath(path))
-        for root in self.roots():
+        # An upload is named from the index folder ("uploads/..."), a source image from its root.
+        for root in [Path(os.path.realpath(self.folder)), *self.roots()[1:]]:
             for base in (root, Path(os.path.abspath(root))):
                 if absolute.is_relative_to(base):
                     return absolute.relative_to(base).as_posix()

@@ -23,8 +23,10 @@ at start-up, writes are refused (403). A bad request (not an image, an empty or 
 or body, too many pixels, an unknown modality, ``k`` out of range) gets a 4xx answer whose
 ``detail`` says what is wrong; it never stops the server. A request body larger than the
 limit is refused from its ``Content-Length`` (or as soon as the bytes received pass it)
-before it is parsed, and at most ``max_decodes`` uploads are decoded and embedded at once,
-so memory stays bounded under many concurrent uploads.
+before it is parsed, and uploads are decoded and embedded by ``max_decodes`` worker threads
+only (the request threads wait for them), so memory stays bounded under many concurrent
+uploads: the decoding buffers, and the malloc arenas that keep them after use, belong to
+those few threads, however many requests arrive at once.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import hmac
 import io
 import itertools
 import json
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -263,9 +265,14 @@ class _Service:
         self.examples = examples
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
-        self.decodes = threading.BoundedSemaphore(max(1, max_decodes))
+        # Decoding and embedding run on these threads only (see the module docstring).
+        self.workers = ThreadPoolExecutor(max(1, max_decodes), thread_name_prefix="decode")
         self.write_token = write_token
         self.absolute_paths = absolute_paths
+
+    def run(self, job):
+        """``job()`` on a decode worker; its result or its exception, here."""
+        return self.workers.submit(job).result()
 
     def read(self, upload) -> bytes:
         return upload.file.read(self.max_upload_bytes + 1)
@@ -359,21 +366,23 @@ def _add_search_route(app, service: _Service) -> None:
     ) -> dict[str, Any]:
         check_form(modality, k)
         query: dict[str, Any] = {"pid": -1, "camid": camid, "modality": modality}
-        with service.decodes:
-            if image is not None:
-                img = service.decode(service.read(image))
-                query["name"] = image.filename
-            elif example is not None:
-                if not 0 <= example < len(examples):
-                    raise UploadError(422, f"no example {example}; there are {len(examples)}")
-                rec = examples[example]
-                img = load_image(rec.path)
-                # A picked example brings its identity (for the frames) and camera (the rule).
-                query.update(pid=rec.pid, camid=rec.camid if camid is None else camid)
-                query["name"] = Path(rec.path).name
-            else:
-                raise UploadError(422, "send an image file (field 'image') or an example id")
-            answer = searcher.search_images([img], modality, k, query["camid"])[0]
+        if image is not None:
+            data = service.read(image)
+            query["name"] = image.filename
+            load = lambda: service.decode(data)  # noqa: E731
+        elif example is not None:
+            if not 0 <= example < len(examples):
+                raise UploadError(422, f"no example {example}; there are {len(examples)}")
+            rec = examples[example]
+            load = lambda: load_image(rec.path)  # noqa: E731
+            # A picked example brings its identity (for the frames) and camera (the rule).
+            query.update(pid=rec.pid, camid=rec.camid if camid is None else camid)
+            query["name"] = Path(rec.path).name
+        else:
+            raise UploadError(422, "send an image file (field 'image') or an example id")
+        answer = service.run(
+            lambda: searcher.search_images([load()], modality, k, query["camid"])[0]
+        )
         return {**service.public(answer), "query": query, "threshold": searcher.threshold}
 
 
@@ -396,19 +405,18 @@ def _add_write_routes(app, service: _Service) -> None:
             raise UploadError(422, f"send 1 to {MAX_ADD_FILES} images, got {len(image)}")
         if camid < 0:
             raise UploadError(422, f"camid must be a camera number >= 0, got {camid}")
-        with service.decodes:
-            blobs = [service.read(f) for f in image]
+        blobs = [service.read(f) for f in image]
+
+        def job():
             images = [service.decode(b) for b in blobs]
             paths = [searcher.store_upload(b, image_suffix(b)) for b in blobs]
+            names = [Path(f.filename or "image").name for f in image]
             ids = searcher.add_images(
-                images,
-                paths,
-                modality,
-                camid,
-                pid=pid,
-                time=time,
-                names=[Path(f.filename or "image").name for f in image],
+                images, paths, modality, camid, pid=pid, time=time, names=names
             )
+            return ids, paths
+
+        ids, paths = service.run(job)
         added = [
             {"id": i, "path": searcher.relative_path(str(p)), "name": f.filename}
             for i, p, f in zip(ids, paths, image, strict=True)
