@@ -95,6 +95,8 @@ def test_gallery_images(client, searcher):
     item = searcher.index.item(3)
     reply = client.get("/gallery/3")
     assert reply.status_code == 200 and reply.content == Path(item["path"]).read_bytes()
+    for item_id in searcher.index.ids:  # every gallery file lies under the data set's root
+        assert client.get(f"/gallery/{item_id}").status_code == 200
     missing = client.get(f"/gallery/{len(searcher.index)}")
     assert missing.status_code == 404 and "no gallery item" in missing.json()["detail"]
 
