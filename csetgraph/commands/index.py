@@ -135,7 +135,13 @@ def main(argv: list[str] | None = None) -> int:
 
             store = parse_store(args.store, output)
         build = _build(args, params, store)
-        build.index.save(output)
+        try:
+            build.index.save(output)
+        except OSError as err:  # e.g. a read-only file system, which even root cannot write
+            raise DataFolderError(
+                f"cannot write the index into {str(output)!r} ({err.strerror or err}); "
+                "pass a folder you can write"
+            ) from None
         print(f"{output}: {len(build.index)} {args.modality} images, {build.index!r}")
         if build.calibration is not None:
             cal = build.calibration

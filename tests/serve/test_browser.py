@@ -96,7 +96,7 @@ def test_phone_adds_a_person_and_shows_results_uncut(writable, serve_thread, tin
     with serve_thread(app) as url, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
-            page = browser.new_page(viewport=PHONE, device_scale_factor=2, is_mobile=True)
+            page = browser.new_page(viewport=PHONE, device_scale_factor=1, is_mobile=True)
             page.goto(url, timeout=30_000)
             page.wait_for_function("document.getElementById('size').textContent !== '?'")
             size = int(page.inner_text("#size"))
