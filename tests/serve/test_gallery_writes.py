@@ -190,3 +190,30 @@ def test_oversized_bodies_are_refused_before_the_app_reads_them():
     sent.clear()
     asyncio.run(BodyLimit(reader, limit=lambda path: 1000)({**scope, "headers": []}, chunks, send))
     assert sent[0]["status"] == 413  # a body without Content-Length is cut at the limit
+
+
+def test_the_service_on_milvus_lite_adds_searches_and_removes(tiny_run, tmp_path):
+    pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
+    from csetgraph.commands.index import main as index_main
+    from csetgraph.deploy.searcher import GallerySearcher
+
+    folder = tmp_path / "mv"
+    argv = [str(tiny_run["dir"]), "--split", "test", "--modality", "vis", "--no-progress"]
+    assert index_main([*argv, "--output", str(folder), "--store", str(tmp_path / "g.db")]) == 0
+    live = GallerySearcher.from_folder(folder, writable=True)
+    try:
+        client = TestClient(create_app(live, [], write_token="test-write-token"))
+        health = client.get("/health").json()
+        assert health["store"] == "milvus" and health["size"] == 48
+        person = _vis(tiny_run, "val")[0].path
+        reply = _add(client, [person], camid=6)
+        assert reply.status_code == 200, reply.text
+        new_id = reply.json()["added"][0]["id"]
+        top = _search(client, person)[0]
+        assert top["id"] == new_id and top["camid"] == 6
+        assert client.get(f"/gallery/{new_id}").content == Path(person).read_bytes()
+        assert client.delete(f"/gallery/{new_id}", headers=AUTH).json()["size"] == 48
+        assert new_id not in [r["id"] for r in _search(client, person, k=50)]
+    finally:
+        live.index.drop()
+        live.index.close()
