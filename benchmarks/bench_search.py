@@ -356,6 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         help="faiss's distance_compute_blas_database_bs (gallery rows per BLAS block; 1024)",
     )
     parser.add_argument("--tiny", action="store_true", help=f"a seconds-long run: {TINY}")
+    parser.add_argument(
+        "--which-path",
+        action="store_true",
+        help="only show which faiss flat code path answers (by rounding, no timing)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the table as JSON here")
     args = parser.parse_args(argv)
@@ -366,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     import faiss
 
     faiss.omp_set_num_threads(args.threads)
+    if args.which_path:
+        print("faiss flat code paths (docs/deploy.md, 'faiss flat and numpy'):")
+        which_path(seed=args.seed)
+        return 0
     if args.blas_database_bs:
         faiss.cvar.distance_compute_blas_database_bs = args.blas_database_bs
     try:  # numpy's BLAS too: before, --threads limited faiss only (numpy kept every core)
@@ -435,6 +444,56 @@ def describe_reference(dist, idx, ids, query_ids) -> None:
         f"{k}th neighbour {1 - dist[:, 0].mean():.3f} / {1 - dist[:, k - 1].mean():.3f}, "
         f"gap between the {k}th and {k + 1}th median {np.median(gap):.1e}"
     )
+
+
+def which_path(dim: int = 768, gallery: int = 5000, seed: int = 0) -> list[dict]:
+    """Which faiss flat code path answers, told apart by rounding (no timing).
+
+    faiss's sequential path computes each inner product with its own SIMD kernel
+    (``faiss.fvec_inner_product``); its BLAS path sums in another order, so most of its
+    values differ from that kernel's in the last bits. For 100 and 200 queries (``nx * d``
+    below and above ``distance_compute_blas_threshold``), without and with a selector that
+    excludes nothing, the share of returned similarities equal to the kernel's says which
+    path ran (1.0: the sequential one).
+    """
+    import faiss
+
+    rng = np.random.default_rng(seed)
+    g = unit_rows(rng.standard_normal((gallery, dim), np.float32))
+    index = faiss.IndexFlatIP(dim)
+    index.add(g)
+    rows = []
+    for nq in (100, 200):
+        q = unit_rows(rng.standard_normal((nq, dim), np.float32))
+        nothing = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.array([-1], dtype=np.int64)))
+        for name, params in (("none", None), ("excludes nothing", nothing)):
+            sp = None if params is None else faiss.SearchParameters(sel=params)
+            sims, ids = index.search(q, 10, params=sp)
+            kernel = np.array(
+                [
+                    [
+                        faiss.fvec_inner_product(faiss.swig_ptr(q[i]), faiss.swig_ptr(g[j]), dim)
+                        for j in ids[i]
+                    ]
+                    for i in range(nq)
+                ],
+                dtype=np.float32,
+            )
+            rows.append(
+                {
+                    "queries": nq,
+                    "nx*d": nq * dim,
+                    "selector": name,
+                    "equal_to_kernel": float(np.mean(sims == kernel)),
+                }
+            )
+    for r in rows:
+        path = "sequential" if r["equal_to_kernel"] == 1.0 else "BLAS"
+        print(
+            f"  {r['queries']} queries (nx*d {r['nx*d']:,}), selector {r['selector']}: "
+            f"{r['equal_to_kernel']:.3f} of similarities equal the per-pair kernel -> {path}"
+        )
+    return rows
 
 
 def describe_threads(threads: int) -> None:
