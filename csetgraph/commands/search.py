@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         from csetgraph.data.records import load_image
         from csetgraph.deploy.searcher import GallerySearcher
 
-        images = [load_image(path) for path in args.images]  # the shared loader (16-bit too)
         searcher = GallerySearcher.from_folder(args.index, run=args.run)
         try:
+            images = [load_image(path) for path in args.images]  # the shared loader
             answers = searcher.search_images(images, args.modality, args.k, args.camid)
         finally:
             searcher.index.close()
