@@ -32,9 +32,10 @@ An index opened with ``writable=True`` appends each addition and removal to
 ``additions.wal`` and fsyncs it before the change is applied in memory, so a change that
 returned survives a crash (SIGKILL, power loss after the fsync); :meth:`GalleryIndex.load`
 replays the log after the snapshot, and :meth:`GalleryIndex.save` writes a new snapshot
-and empties the log. Replaying is idempotent (an id already present is not added again, a
-removed id is not removed again), so a crash between the snapshot's files and the log's
-truncation still loads to the same gallery.
+and empties the log (opening for writes does so when the log held anything). Replaying is
+idempotent (an id already present is not added again, a removed id is not removed again),
+so a crash between the snapshot's files and the log's truncation still loads to the same
+gallery.
 
 This module needs numpy and faiss only: it never imports the model or the engine.
 """
@@ -795,13 +796,16 @@ class GalleryIndex(ManifestChecks):
                 "rebuild it with `csetgraph index`"
             )
         gallery = cls(index, items, manifest, faiss_ids)
-        gallery._replay(folder / WAL_NAME)
+        replayed = gallery._replay(folder / WAL_NAME)
         if writable:
             gallery._log = AdditionLog(folder / WAL_NAME)
             gallery._log.open()
+            if replayed:  # fold the log into a new snapshot, so it never grows without bound
+                gallery.save(folder)
         return gallery
 
-    def _replay(self, path: Path) -> None:
+    def _replay(self, path: Path) -> int:
+        """Apply the log's records after the snapshot; returns how many there were."""
         records, _ = AdditionLog.read(path)
         held = set(self._ids.tolist())
         for record in records:
@@ -816,6 +820,7 @@ class GalleryIndex(ManifestChecks):
             elif record["op"] == "remove" and item_id in self._items:
                 self._apply_remove(item_id)
             self._seq = max(self._seq, seq)
+        return sum(int(r["seq"]) > self.manifest.wal_seq for r in records)
 
     def close(self) -> None:
         """Close the addition log (nothing else is held open)."""
