@@ -5,14 +5,16 @@
 index's model and stored or ranked the same way in each.
 
 Images added to a gallery are copied into the index folder's ``uploads/`` (named by their
-content digest, written atomically), so the folder holds every image it can show; the
-service serves gallery images only from the gallery's recorded roots (:meth:`roots`).
+content digest and a random tag, written atomically), so the folder holds every image it
+can show; the service serves gallery images only from the gallery's recorded roots
+(:meth:`roots`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,12 +137,16 @@ class GallerySearcher:
         ]
 
     def store_upload(self, data: bytes, suffix: str) -> Path:
-        """Write an added image's bytes into ``uploads/`` (by content digest), durably."""
+        """Write an added image's bytes into ``uploads/``, durably (fsynced, then renamed).
+
+        Named by a digest of the content and a random tag, so every addition has its own
+        file and removing one item removes only its image.
+        """
         folder = self.folder / UPLOADS
         folder.mkdir(exist_ok=True)
-        path = folder / f"{hashlib.sha256(data).hexdigest()[:24]}{suffix.lower()}"
-        if not path.exists():
-            write_atomic(path, data)
+        digest = hashlib.sha256(data).hexdigest()[:24]
+        path = folder / f"{digest}-{secrets.token_hex(4)}{suffix.lower()}"
+        write_atomic(path, data)
         return path
 
     def add_images(

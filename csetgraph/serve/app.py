@@ -432,14 +432,9 @@ def _add_write_routes(app, service: _Service) -> None:
         item = searcher.index.remove(item_id)
         uploads = (searcher.folder / UPLOADS).resolve()
         path = Path(item["path"])
-        if path.parent.resolve() == uploads and not _still_used(searcher, item["path"]):
+        if path.parent.resolve() == uploads:  # each addition has its own file
             path.unlink(missing_ok=True)  # the image goes with its entry
         return {"removed": item_id, "size": len(searcher.index)}
-
-
-def _still_used(searcher: GallerySearcher, path: str) -> bool:
-    """Whether another item still shows the same uploaded file (same content, same name)."""
-    return any(m["path"] == path for m in searcher.index.metadata)
 
 
 def query_examples(searcher: GallerySearcher, limit: int = 48) -> list[Record]:
