@@ -135,6 +135,17 @@ def test_index_refuses_bad_arguments(tiny_run, tmp_path, capsys):
     _one_error_line(capsys, "NAME=INTEGER")
     assert index_main([*base, "--output", str(tmp_path / "o"), "--param", "M=4"]) == 2
     _one_error_line(capsys, "flat index takes")
+    # faiss would abort (M=0), allocate without bound (M=-1) or fail at search (nprobe=0).
+    for kind, param, needle in (
+        ("ivf", "nlist=100000", "nlist=100000 is out of range: it must be between 1 and 48"),
+        ("ivf", "nprobe=0", "nprobe=0 is out of range"),
+        ("hnsw", "M=0", "M=0 is out of range"),
+        ("hnsw", "M=-1", "M=-1 is out of range"),
+    ):
+        argv = [*base, "--output", str(tmp_path / "o"), "--kind", kind, "--param", param]
+        assert index_main(argv) == 2
+        _one_error_line(capsys, needle)
+        assert not (tmp_path / "o").exists()
     assert (
         index_main(
             [
