@@ -90,7 +90,18 @@ def process_server(folder, *args: str, env: dict | None = None):
 
     The process is killed (SIGKILL) on exit if it still runs.
     """
-    cmd = [sys.executable, "-m", "csetgraph", "serve", str(folder), "--port", "0", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "csetgraph",
+        "serve",
+        str(folder),
+        "--port",
+        "0",
+        "--examples",
+        "0",
+    ]
+    cmd += list(args)
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
