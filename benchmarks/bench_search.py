@@ -1,13 +1,27 @@
 #!/usr/bin/env python
-"""Gallery search side by side: numpy brute force, faiss flat, IVF and HNSW.
+"""Gallery search side by side: numpy brute force, faiss flat, IVF and HNSW, and Milvus.
 
     python benchmarks/bench_search.py --threads 2                      # 1,000,000 x 768, 10,000 q
     python benchmarks/bench_search.py --gallery 20000 --queries 500    # a quick look
     python benchmarks/bench_search.py --kinds flat hnsw --threads 2 --json search.json
+    python benchmarks/bench_search.py --gallery 100000 --kinds numpy flat hnsw milvus \
+        --add 2000 --threads 2                                         # the database beside faiss
+    python benchmarks/bench_search.py --tiny                           # does it run? (seconds)
+
+``milvus`` is :class:`csetgraph.retrieval.milvus.MilvusGalleryIndex` on Milvus Lite (a
+temporary ``.db`` file, deleted afterwards) or on ``--milvus-uri`` (a server: its own
+collection ``bench_search``, dropped afterwards), with ``--milvus-kind`` (default ``hnsw``,
+the default parameters). ``--add N`` also measures additions while searching: N items
+added one at a time (as ``POST /gallery`` does) while another thread searches without
+pause; it reports additions/s and the queries/s of that thread meanwhile, for each index
+kind and Milvus. The header prints each library's BLAS and thread settings (threadpoolctl)
+and faiss's BLAS thresholds, which decide faiss flat's speed against numpy (docs/deploy.md,
+"faiss flat and numpy").
 
 Each method reports its build time, queries per second, the memory its index adds
 (resident-set growth, including the per-item metadata a GalleryIndex holds) and recall@10
-against the exact top 10 (numpy, else faiss flat). All methods use the same ``--threads``;
+against the exact top 10 (numpy, else faiss flat). All methods use the same ``--threads``
+(faiss's OpenMP and both BLAS libraries, through threadpoolctl);
 the index kinds use :mod:`csetgraph.retrieval` with its default parameters
 (:func:`~csetgraph.retrieval.default_params`), so the numbers are those ``csetgraph index
 --kind`` gives. Progress goes to stderr, the table to stdout.
@@ -58,7 +72,8 @@ import numpy as np
 from csetgraph.retrieval import GalleryIndex, default_params
 from csetgraph.retrieval.index import IVF_TRAIN_PER_CELL
 
-METHODS = ("numpy", "flat", "ivf", "hnsw")
+METHODS = ("numpy", "flat", "ivf", "hnsw", "milvus")
+TINY = {"gallery": 3000, "queries": 50, "dim": 64, "add": 50}  # --tiny: proves it runs
 
 
 def rss_bytes() -> int:
@@ -203,7 +218,7 @@ def run_numpy(gallery, queries, k):
     )
 
 
-def run_kind(kind, gallery, queries, k, meta):
+def run_kind(kind, gallery, queries, k, meta, args, extra):
     gc.collect()
     before = rss_bytes()
     what = ""
@@ -215,22 +230,89 @@ def run_kind(kind, gallery, queries, k, meta):
     start = time.perf_counter()
     index = GalleryIndex.build(gallery, meta, kind=kind)
     build = time.perf_counter() - start
+    return _measure(f"faiss {kind}", index, build, before, queries, k, args, extra)
+
+
+def run_milvus(gallery, queries, k, meta, args, extra):
+    """The same gallery in Milvus (Lite, or the server of ``--milvus-uri``)."""
+    import tempfile
+
+    from csetgraph.retrieval.milvus import MilvusGalleryIndex
+
+    gc.collect()
+    before = rss_bytes()
+    with tempfile.TemporaryDirectory(prefix="bench_search_") as tmp:
+        uri = args.milvus_uri or os.path.join(tmp, "bench.db")
+        if uri.startswith("milvus://"):
+            uri = "http://" + uri[len("milvus://") :]
+        store = {"engine": "milvus", "uri": uri, "collection": "bench_search"}
+        log(f"milvus {args.milvus_kind} ({uri}): building")
+        start = time.perf_counter()
+        index = MilvusGalleryIndex.build(
+            gallery, meta, args.milvus_kind, store=store, overwrite=True
+        )
+        index._client.flush(index.collection)  # built = inserted, flushed and indexed
+        index._client.load_collection(index.collection)
+        build = time.perf_counter() - start
+        try:
+            name = f"milvus {args.milvus_kind}"
+            return _measure(name, index, build, before, queries, k, args, extra)
+        finally:
+            index.drop()
+            index.close()
+
+
+def _measure(name, index, build, before, queries, k, args, extra):
+    """Queries/s and, with ``--add``, additions/s while another thread searches."""
     grown = (rss_bytes() - before) / 2**20
-    log(f"faiss {kind}: built {index.manifest.params}; searching {len(queries):,} queries")
+    log(f"{name}: built {index.manifest.params}; searching {len(queries):,} queries")
     start = time.perf_counter()
     _, idx = index.search(queries, k)
     secs = time.perf_counter() - start
     row = {
-        "method": f"faiss {kind}",
+        "method": name,
         "params": index.manifest.params,
         "build_s": build,
         "index_mb": grown,
         "qps": len(queries) / secs,
         "search_s": secs,
     }
+    if args.add:
+        row.update(add_while_searching(index, extra, queries, k))
+        log(f"{name}: {row['adds_per_s']:,.1f} additions/s, {row['qps_while_adding']:,.1f} q/s")
     del index
     gc.collect()
     return row, idx
+
+
+def add_while_searching(index, extra, queries, k, batch: int = 16):
+    """Add ``extra`` one item at a time while a second thread searches ``batch`` queries
+    per call without pause; returns additions/s and that thread's queries/s."""
+    import threading
+
+    stop = threading.Event()
+    searched = [0]
+
+    def search_loop():
+        row = 0
+        while not stop.is_set():
+            part = queries[row % len(queries) : row % len(queries) + batch]
+            index.search(part, k)
+            searched[0] += len(part)
+            row += batch
+
+    feats, meta = extra
+    thread = threading.Thread(target=search_loop)
+    thread.start()
+    start = time.perf_counter()
+    try:
+        for j in range(len(feats)):
+            index.add(feats[j : j + 1], meta[j : j + 1])
+    finally:
+        secs = time.perf_counter() - start
+        stop.set()
+        thread.join()
+    return {"adds_per_s": len(feats) / secs, "qps_while_adding": searched[0] / secs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,19 +340,63 @@ def main(argv: list[str] | None = None) -> int:
         "numpy or flat",
     )
     parser.add_argument("--threads", type=int, default=1, help="faiss and BLAS threads")
+    parser.add_argument(
+        "--add", type=int, default=0, help="also add this many items while searching"
+    )
+    parser.add_argument(
+        "--milvus-kind", default="hnsw", choices=("flat", "ivf", "hnsw"), help="Milvus index"
+    )
+    parser.add_argument(
+        "--milvus-uri", default=None, help="a Milvus server (default: Milvus Lite, a temp file)"
+    )
+    parser.add_argument(
+        "--blas-database-bs",
+        type=int,
+        default=None,
+        help="faiss's distance_compute_blas_database_bs (gallery rows per BLAS block; 1024)",
+    )
+    parser.add_argument("--tiny", action="store_true", help=f"a seconds-long run: {TINY}")
+    parser.add_argument(
+        "--which-path",
+        action="store_true",
+        help="only show which faiss flat code path answers (by rounding, no timing)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the table as JSON here")
     args = parser.parse_args(argv)
+    if args.tiny:
+        for name, value in TINY.items():
+            setattr(args, name, value)
 
     import faiss
 
     faiss.omp_set_num_threads(args.threads)
+    if args.which_path:
+        print("faiss flat code paths (docs/deploy.md, 'faiss flat and numpy'):")
+        which_path(seed=args.seed)
+        return 0
+    if args.blas_database_bs:
+        faiss.cvar.distance_compute_blas_database_bs = args.blas_database_bs
+    try:  # numpy's BLAS too: before, --threads limited faiss only (numpy kept every core)
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        log("threadpoolctl is missing: numpy's BLAS uses its own thread count")
+        return run(args)
+    with threadpool_limits(limits=args.threads):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The benchmark itself, with the thread settings in place."""
+    describe_threads(args.threads)
     log(f"making the gallery ({args.gallery:,} x {args.dim}) and {args.queries:,} queries")
     start = time.perf_counter()
     gallery, ids, world = reid_gallery(
         args.gallery, args.dim, args.seed, args.per_identity, shared=args.shared
     )
     queries, query_ids = reid_queries(world, ids, args.queries, args.seed + 1)
+    more = reid_queries(world, ids, args.add, args.seed + 2)[0] if args.add else None
+    extra = (more, [{"path": "", "pid": -1, "camid": -1, "modality": "vis"}] * args.add)
     print(
         f"gallery {args.gallery:,} x {args.dim} ({gallery.nbytes / 2**20:,.0f} MiB, "
         f"{len(world.centres):,} identities), {args.queries:,} queries of gallery identities, "
@@ -283,8 +409,10 @@ def main(argv: list[str] | None = None) -> int:
         if kind == "numpy":
             row, idx, dist = run_numpy(gallery, queries, args.k)
             describe_reference(dist, idx, ids, query_ids)
+        elif kind == "milvus":
+            row, idx = run_milvus(gallery, queries, args.k, meta, args, extra)
         else:
-            row, idx = run_kind(kind, gallery, queries, args.k, meta)
+            row, idx = run_kind(kind, gallery, queries, args.k, meta, args, extra)
         if exact is None and kind in ("numpy", "flat"):
             exact = idx
         row["recall@10"] = None if exact is None else recall_at_k(idx, exact)
@@ -318,13 +446,92 @@ def describe_reference(dist, idx, ids, query_ids) -> None:
     )
 
 
+def which_path(dim: int = 768, gallery: int = 5000, seed: int = 0) -> list[dict]:
+    """Which faiss flat code path answers, told apart by rounding (no timing).
+
+    faiss's sequential path computes each inner product with its own SIMD kernel
+    (``faiss.fvec_inner_product``); its BLAS path sums in another order, so most of its
+    values differ from that kernel's in the last bits. For 100 and 200 queries (``nx * d``
+    below and above ``distance_compute_blas_threshold``), without and with a selector that
+    excludes nothing, the share of returned similarities equal to the kernel's says which
+    path ran (1.0: the sequential one).
+    """
+    import faiss
+
+    rng = np.random.default_rng(seed)
+    g = unit_rows(rng.standard_normal((gallery, dim), np.float32))
+    index = faiss.IndexFlatIP(dim)
+    index.add(g)
+    rows = []
+    for nq in (100, 200):
+        q = unit_rows(rng.standard_normal((nq, dim), np.float32))
+        nothing = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.array([-1], dtype=np.int64)))
+        for name, params in (("none", None), ("excludes nothing", nothing)):
+            sp = None if params is None else faiss.SearchParameters(sel=params)
+            sims, ids = index.search(q, 10, params=sp)
+            kernel = np.array(
+                [
+                    [
+                        faiss.fvec_inner_product(faiss.swig_ptr(q[i]), faiss.swig_ptr(g[j]), dim)
+                        for j in ids[i]
+                    ]
+                    for i in range(nq)
+                ],
+                dtype=np.float32,
+            )
+            rows.append(
+                {
+                    "queries": nq,
+                    "nx*d": nq * dim,
+                    "selector": name,
+                    "equal_to_kernel": float(np.mean(sims == kernel)),
+                }
+            )
+    for r in rows:
+        path = "sequential" if r["equal_to_kernel"] == 1.0 else "BLAS"
+        print(
+            f"  {r['queries']} queries (nx*d {r['nx*d']:,}), selector {r['selector']}: "
+            f"{r['equal_to_kernel']:.3f} of similarities equal the per-pair kernel -> {path}"
+        )
+    return rows
+
+
+def describe_threads(threads: int) -> None:
+    """Which BLAS each library uses, with how many threads, and faiss's BLAS thresholds."""
+    import faiss
+
+    print(
+        f"threads={threads}; faiss {faiss.__version__}: BLAS from nx*d >= "
+        f"{faiss.cvar.distance_compute_blas_threshold:,} (queries x width), query block "
+        f"{faiss.cvar.distance_compute_blas_query_bs:,}, gallery block "
+        f"{faiss.cvar.distance_compute_blas_database_bs:,} rows; a selector (camera exclusion) "
+        "always takes the one-query-at-a-time path"
+    )
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return
+    for lib in threadpool_info():
+        print(
+            f"  {lib.get('internal_api')} {lib.get('version') or ''} "
+            f"({os.path.basename(lib.get('filepath', ''))}): {lib.get('num_threads')} threads, "
+            f"{lib.get('threading_layer', '-')} threading, {lib.get('architecture', '-')}"
+        )
+
+
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'method':<30} {'build s':>9} {'queries/s':>11} {'index MiB':>10} {'recall@10':>10}")
+    print(
+        f"\n{'method':<30} {'build s':>9} {'queries/s':>11} {'index MiB':>10} {'recall@10':>10}"
+        f" {'adds/s':>9} {'q/s adding':>11}"
+    )
     for r in rows:
         recall = "-" if r["recall@10"] is None else f"{r['recall@10']:.3f}"
+        adds = (
+            f"{r['adds_per_s']:>9,.1f} {r['qps_while_adding']:>11,.1f}" if "adds_per_s" in r else ""
+        )
         print(
             f"{r['method']:<30} {r['build_s']:>9.1f} {r['qps']:>11,.0f} "
-            f"{r['index_mb']:>10,.0f} {recall:>10}"
+            f"{r['index_mb']:>10,.0f} {recall:>10} {adds}"
         )
     for r in rows:
         if r.get("params"):

@@ -55,8 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         from csetgraph.deploy.searcher import GallerySearcher
 
         searcher = GallerySearcher.from_folder(args.index, run=args.run)
-        images = [load_image(path) for path in args.images]
-        answers = searcher.search_images(images, args.modality, args.k, args.camid)
+        try:
+            images = [load_image(path) for path in args.images]  # the shared loader
+            answers = searcher.search_images(images, args.modality, args.k, args.camid)
+        finally:
+            searcher.index.close()
         if args.json:
             out = [{"query": q, **a} for q, a in zip(args.images, answers, strict=True)]
             print(json.dumps(out, indent=2))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from csetgraph.data.records import Record
 from csetgraph.deploy.embedder import RunEmbedder, check_modality
 from csetgraph.errors import DatasetLayoutError
 from csetgraph.evaluation.metrics import ignored_gallery
-from csetgraph.retrieval import Calibration, GalleryIndex, calibrate_threshold
+from csetgraph.retrieval import Calibration, build_gallery_index, calibrate_threshold
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 UNKNOWN = -1  # pid or camid of an image from a plain folder
@@ -76,7 +77,7 @@ def metadata_of(records: Sequence[Record]) -> list[dict]:
 class GalleryBuild:
     """The index and what went into it."""
 
-    index: GalleryIndex
+    index: Any  # GalleryIndex, or MilvusGalleryIndex with a store
     calibration: Calibration | None = None
 
 
@@ -105,16 +106,24 @@ def build_gallery(
     exclude_cameras: dict[int, list[int]] | None = None,
     calibration: Calibration | None = None,
     progress: bool = True,
+    store: dict[str, str] | None = None,
+    overwrite: bool = False,
     **params: int,
 ) -> GalleryBuild:
-    """Embed ``records`` and index them, with the run's stamp and preprocessing."""
+    """Embed ``records`` and index them, with the run's stamp and preprocessing.
+
+    ``store``: a Milvus store (:func:`csetgraph.retrieval.milvus.parse_store`) instead of
+    faiss; ``overwrite`` replaces an existing collection of the same name.
+    """
     if not records:
         raise DatasetLayoutError(f"no {modality} images to index")
     feats = embedder.embed_records(records, modality, progress=progress)
-    index = GalleryIndex.build(
+    index = build_gallery_index(
         feats,
         metadata_of(records),
         kind=kind,
+        store=store,
+        overwrite=overwrite,
         model=embedder.stamp,
         preprocess={**embedder.preprocess, "modality": modality},
         threshold=None if calibration is None else calibration.threshold,

@@ -16,6 +16,7 @@ is a match when its distance is ``<= t``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -90,32 +91,37 @@ def calibrate_threshold(
 
 
 def ranked_hits(
-    metadata: list[dict[str, Any]],
+    metadata: Mapping[int, dict[str, Any]],
     distances: np.ndarray,
-    indices: np.ndarray,
+    ids: np.ndarray,
     threshold: float | None = None,
 ) -> dict[str, Any]:
     """One query's results as the command line and the service report them.
 
     Args:
-        metadata: the index's metadata.
+        metadata: gallery id -> item (:meth:`GalleryIndex.items_of`); an id missing from it
+            (removed since the search) is left out.
         distances: ``(k,)`` distances of one query, nearest first.
-        indices: ``(k,)`` rows of ``metadata`` (-1: no item).
+        ids: ``(k,)`` gallery ids (-1: no item).
         threshold: the open-set threshold, or ``None``.
 
     Returns:
-        ``{"results": [{"rank", "index", "path", "pid", "camid", "distance", "match"}, ...],
-        "no_match": bool}``: ``match`` is false beyond the threshold, and ``no_match`` is true
-        when the best result is beyond it (or there is none).
+        ``{"results": [{"rank", "id", "index", "path", "pid", "camid", "distance", "match"},
+        ...], "no_match": bool}``: ``index`` is ``id`` (its name before ids were stable);
+        ``match`` is false beyond the threshold, and ``no_match`` is true when the best
+        result is beyond it (or there is none).
     """
     results = []
-    for rank, (d, i) in enumerate(zip(distances.tolist(), indices.tolist(), strict=True), 1):
+    for d, i in zip(distances.tolist(), ids.tolist(), strict=True):
         if i < 0:
             break
+        if i not in metadata:
+            continue
         item = metadata[i]
         results.append(
             {
-                "rank": rank,
+                "rank": len(results) + 1,
+                "id": int(i),
                 "index": int(i),
                 "path": item["path"],
                 "pid": int(item["pid"]),

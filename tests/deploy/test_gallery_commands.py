@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,6 +135,17 @@ def test_index_refuses_bad_arguments(tiny_run, tmp_path, capsys):
     _one_error_line(capsys, "NAME=INTEGER")
     assert index_main([*base, "--output", str(tmp_path / "o"), "--param", "M=4"]) == 2
     _one_error_line(capsys, "flat index takes")
+    # faiss would abort (M=0), allocate without bound (M=-1) or fail at search (nprobe=0).
+    for kind, param, needle in (
+        ("ivf", "nlist=100000", "nlist=100000 is out of range: it must be between 1 and 48"),
+        ("ivf", "nprobe=0", "nprobe=0 is out of range"),
+        ("hnsw", "M=0", "M=0 is out of range"),
+        ("hnsw", "M=-1", "M=-1 is out of range"),
+    ):
+        argv = [*base, "--output", str(tmp_path / "o"), "--kind", kind, "--param", param]
+        assert index_main(argv) == 2
+        _one_error_line(capsys, needle)
+        assert not (tmp_path / "o").exists()
     assert (
         index_main(
             [
@@ -186,3 +199,80 @@ def test_search_refuses_bad_queries(vis_index, tiny_run, tmp_path, capsys):
     torch.save(ckpt, ckpt_path)
     assert search_main([str(vis_index), query, "--modality", "ir", "--run", str(other)]) == 2
     _one_error_line(capsys, "not the one that built this index")
+
+
+def test_index_add_makes_images_searchable_and_durable(vis_index, tiny_run, tmp_path, capsys):
+    live = tmp_path / "live"
+    shutil.copytree(vis_index, live)
+    new = _split(tiny_run["cfg"], "val")["vis"][:2]
+    argv = [str(live), new[0].path, new[1].path, "--camid", "5", "--pid", "12", "--time", "t0"]
+    assert index_main(["add", *argv]) == 0
+    assert "added 2 images (ids 48, 49)" in capsys.readouterr().out
+    # Not saved, only logged: a fresh load replays the log.
+    index = GalleryIndex.load(live)
+    assert len(index) == 50 and (live / "additions.wal").stat().st_size > 0
+    item = index.item(49)
+    assert item["camid"] == 5 and item["pid"] == 12 and item["time"] == "t0"
+    assert Path(item["path"]).parent == live / "uploads"
+    assert Path(item["path"]).read_bytes() == Path(new[1].path).read_bytes()
+    capsys.readouterr()
+    assert search_main([str(live), new[1].path, "--modality", "vis", "--json", "--k", "1"]) == 0
+    top = json.loads(capsys.readouterr().out)[0]["results"][0]
+    assert top["id"] == 49 and top["distance"] == pytest.approx(0.0, abs=1e-5)
+    assert index_main(["add", str(live), new[0].path, "--camid", "1", "--modality", "ir"]) == 2
+    _one_error_line(capsys, "this gallery holds vis images")
+    assert index_main(["add", str(live), str(tmp_path / "nope.jpg"), "--camid", "1"]) == 2
+    _one_error_line(capsys, "does not exist")
+
+
+def test_index_on_milvus_lite_ranks_as_faiss(vis_index, tiny_run, tmp_path, capsys):
+    pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
+    from csetgraph.retrieval import open_gallery
+
+    out = tmp_path / "mv"
+    db = tmp_path / "gallery.db"
+    argv = [str(tiny_run["dir"]), "--split", "test", "--modality", "vis", "--no-progress"]
+    assert index_main([*argv, "--output", str(out), "--store", str(db)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
+    query = next(r for r in _split(tiny_run["cfg"], "test")["ir"] if r.camid == 3)
+    answers = []
+    for folder in (vis_index, out):
+        capsys.readouterr()
+        args = [str(folder), query.path, "--modality", "ir", "--k", "8", "--camid", "3"]
+        assert search_main([*args, "--json"]) == 0
+        answers.append(json.loads(capsys.readouterr().out)[0]["results"])
+    assert [r["path"] for r in answers[0]] == [r["path"] for r in answers[1]]
+    np.testing.assert_allclose(
+        [r["distance"] for r in answers[0]], [r["distance"] for r in answers[1]], atol=1e-5
+    )
+    assert index_main([*argv, "--output", str(tmp_path / "mv2"), "--store", str(db) + "#mv"]) == 2
+    _one_error_line(capsys, "collection 'mv'", "already exists", "--overwrite")
+    gallery = open_gallery(out)
+    gallery.drop()
+    gallery.close()
+    assert index_main([*argv, "--output", str(tmp_path / "x"), "--store", "mysql://h"]) == 2
+    _one_error_line(capsys, "expected milvus://HOST:PORT")
+
+
+def test_index_refuses_a_read_only_output(tiny_run, tmp_path, capsys, monkeypatch):
+    """A folder without write permission is refused before anything is embedded. Root may
+    write anywhere, so as root os.access is made to answer as it does for other users."""
+    import csetgraph.commands.index as index_command
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.geteuid() == 0:
+        real = os.access
+        monkeypatch.setattr(
+            index_command.os,
+            "access",
+            lambda p, mode: real(p, mode) and not Path(p).resolve() == locked.resolve(),
+        )
+    try:
+        argv = [str(tiny_run["dir"]), "--split", "test", "--modality", "vis", "--no-progress"]
+        assert index_main([*argv, "--output", str(locked / "g")]) == 2
+        _one_error_line(capsys, "permission denied", str(locked))
+        assert not (locked / "g").exists()
+    finally:
+        locked.chmod(0o700)

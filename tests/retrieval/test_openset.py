@@ -44,12 +44,13 @@ def test_calibration_bad_inputs():
 
 
 def test_ranked_hits_marks_no_match_beyond_threshold():
-    meta = [{"path": f"{i}.png", "pid": i, "camid": 1, "modality": "vis"} for i in range(3)]
+    meta = {i: {"path": f"{i}.png", "pid": i, "camid": 1, "modality": "vis"} for i in range(3)}
     out = ranked_hits(meta, np.array([0.2, 0.4, np.inf]), np.array([2, 0, -1]), threshold=0.3)
     assert [r["index"] for r in out["results"]] == [2, 0]
     assert [r["match"] for r in out["results"]] == [True, False] and out["no_match"] is False
     assert out["results"][0] == {
         "rank": 1,
+        "id": 2,
         "index": 2,
         "path": "2.png",
         "pid": 2,
@@ -61,3 +62,7 @@ def test_ranked_hits_marks_no_match_beyond_threshold():
     assert out["no_match"] is True and not any(r["match"] for r in out["results"])
     out = ranked_hits(meta, np.array([0.35, 0.4]), np.array([1, 0]), threshold=None)
     assert out["no_match"] is False and all(r["match"] for r in out["results"])
+    # An id removed between the search and the lookup is left out; ranks stay 1, 2, ...
+    del meta[1]
+    out = ranked_hits(meta, np.array([0.1, 0.2, 0.3]), np.array([1, 2, 0]), threshold=None)
+    assert [(r["rank"], r["id"]) for r in out["results"]] == [(1, 2), (2, 0)]

@@ -26,8 +26,14 @@ def _records(tiny_run):
     return get_dataset("sysu_mm01").all_records(tiny_run["cfg"].data.root, split="test")
 
 
+def _relative(tiny_run, path):
+    return Path(path).resolve().relative_to(Path(tiny_run["cfg"].data.root).resolve()).as_posix()
+
+
 def _reference(tiny_run, query_path, camid=None):
-    """Brute-force ranking: 1 - cos against every visible test image, SYSU camera rule."""
+    """Brute-force ranking: 1 - cos against every visible test image, SYSU camera rule.
+
+    Returns the paths relative to the data set's root (what the service answers)."""
     model, cfg = tiny_run["model"], tiny_run["cfg"]
     tf = eval_transform(model, cfg)
     gallery = _records(tiny_run)["vis"]
@@ -35,7 +41,7 @@ def _reference(tiny_run, query_path, camid=None):
     q = model.embed(tf(load_image(query_path))[None], "ir").numpy()[0]
     dist = 1.0 - g.astype(np.float64) @ q.astype(np.float64)
     order = [j for j in np.argsort(dist) if not (camid == 3 and gallery[j].camid == 2)]
-    return [gallery[j].path for j in order], dist[order]
+    return [_relative(tiny_run, gallery[j].path) for j in order], dist[order]
 
 
 def test_health_and_page(client, tiny_run):
@@ -63,8 +69,11 @@ def test_upload_search_equals_numpy(client, tiny_run):
     np.testing.assert_allclose([r["distance"] for r in body["results"]], dist[:6], atol=1e-5)
     assert [r["rank"] for r in body["results"]] == [1, 2, 3, 4, 5, 6]
     for r in body["results"]:
-        assert {"rank", "path", "pid", "camid", "distance"} <= set(r)
+        assert {"rank", "id", "path", "pid", "camid", "distance"} <= set(r)
     assert body["no_match"] == (dist[0] > body["threshold"])
+    # No absolute server path leaves the service unless the operator asks for it.
+    assert str(Path(tiny_run["cfg"].data.root).resolve()) not in reply.text
+    assert "absolute_path" not in body["results"][0]
 
 
 def test_example_search_knows_the_query_identity(client, app, tiny_run):
@@ -83,9 +92,11 @@ def test_example_search_knows_the_query_identity(client, app, tiny_run):
 
 
 def test_gallery_images(client, searcher):
-    item = searcher.index.metadata[3]
+    item = searcher.index.item(3)
     reply = client.get("/gallery/3")
     assert reply.status_code == 200 and reply.content == Path(item["path"]).read_bytes()
+    for item_id in searcher.index.ids:  # every gallery file lies under the data set's root
+        assert client.get(f"/gallery/{item_id}").status_code == 200
     missing = client.get(f"/gallery/{len(searcher.index)}")
     assert missing.status_code == 404 and "no gallery item" in missing.json()["detail"]
 
