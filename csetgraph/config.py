@@ -14,7 +14,6 @@ arguments.
 from __future__ import annotations
 
 import dataclasses
-import os
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -25,6 +24,7 @@ from typing import Any, Union
 import yaml
 
 from csetgraph.errors import ConfigError
+from csetgraph.files import write_atomic
 
 
 @dataclass
@@ -424,7 +424,4 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically (it loads back with :func:`load_config`)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
+    write_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from csetgraph.commands.arguments import (
 )
 from csetgraph.config import Config
 from csetgraph.errors import ConfigError, DatasetLayoutError, run_command
+from csetgraph.files import write_atomic
 
 
 def _regdb_trial(text: str) -> int:
@@ -169,13 +169,7 @@ def combine_runs(per_run: list[dict]) -> dict:
 
 def write_json(path: Path, obj) -> None:
     """Write ``obj`` as JSON atomically (a temporary file in the folder, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, json.dumps(obj, indent=2))
 
 
 def build_parser() -> argparse.ArgumentParser:

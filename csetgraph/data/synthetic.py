@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from csetgraph.errors import DataFolderError
+from csetgraph.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -699,11 +700,8 @@ def _clear(root: Path) -> None:
 
 
 def _write_marker(root: Path, content: dict) -> None:
-    """Write the marker atomically (temporary file in the folder, then ``os.replace``)."""
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".marker.", suffix=".tmp")
-    with os.fdopen(fd, "w") as file:
-        json.dump(content, file, indent=2, sort_keys=True)
-    os.replace(tmp, root / MARKER)
+    """Write the marker atomically (:func:`csetgraph.files.write_atomic`)."""
+    write_atomic(root / MARKER, json.dumps(content, indent=2, sort_keys=True))
 
 
 def _generate(root: str | Path, dataset: str, size: _Size, write, progress: bool) -> Path:

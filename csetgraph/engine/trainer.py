@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +58,7 @@ from csetgraph.engine.distributed import (
 )
 from csetgraph.engine.runs import input_stats, run_folder
 from csetgraph.errors import CheckpointError, NonFiniteLossError, UserError
+from csetgraph.files import write_atomic
 from csetgraph.losses import build_criterion
 from csetgraph.models import build_model, check_input_size, patch_size
 
@@ -566,9 +566,7 @@ def _os_error_in(exc: BaseException | None) -> OSError | None:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=2))
 
 
 def _summary_writer(run_dir: Path):

@@ -29,8 +29,6 @@ This module needs numpy and faiss only: it never imports the model or the engine
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from csetgraph.errors import ConfigError, IndexFolderError, IndexMismatchError, missing_dependency
+from csetgraph.files import write_atomic
 
 KINDS = ("flat", "ivf", "hnsw")
 REQUIRED_KEYS = ("path", "pid", "camid", "modality")
@@ -54,18 +53,6 @@ def _faiss():
     except ImportError as err:
         raise missing_dependency("faiss-cpu", "deploy") from err
     return faiss
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass

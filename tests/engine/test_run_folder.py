@@ -189,11 +189,11 @@ class _FailingFile:
 def test_a_checkpoint_write_failing_midway_loses_nothing(copy_run, tiny_config, monkeypatch, code):
     last = copy_run / "checkpoints" / "last.pt"
     good, size = last.read_bytes(), last.stat().st_size
-    real_fdopen = os.fdopen
     monkeypatch.setattr(
-        checkpoint_mod.os,
-        "fdopen",
-        lambda fd, mode: _FailingFile(real_fdopen(fd, mode), size, code),
+        checkpoint_mod,
+        "open",
+        lambda name, mode: _FailingFile(open(name, mode), size, code),
+        raising=False,
     )
     asked = [f"train.resume={copy_run}", "train.epochs=2"]
     with pytest.raises(
