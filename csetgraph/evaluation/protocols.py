@@ -274,7 +274,7 @@ def evaluate_sysu(
     ds = get_dataset("sysu_mm01")
     settings = protocol_settings(ds, root, modes, shots, gallery)
     opts = EvalOptions(transform=transform, **options)
-    return evaluate_trials(model, ds, root, settings, ds.eval_trials(trials), opts)
+    return evaluate_trials(model, ds, root, settings, ds.eval_trials(num_trials=trials), opts)
 
 
 def evaluate_regdb(
@@ -294,7 +294,12 @@ def evaluate_regdb(
     ds = get_dataset("regdb")
     opts = EvalOptions(transform=transform, **options)
     return evaluate_trials(
-        model, ds, root, protocol_settings(ds, root), ds.eval_trials(1, trial), opts
+        model,
+        ds,
+        root,
+        protocol_settings(ds, root),
+        ds.eval_trials(num_trials=1, data_trial=trial),
+        opts,
     )
 
 
@@ -317,7 +322,7 @@ def evaluate_llcm(
     ds = get_dataset("llcm")
     opts = EvalOptions(transform=transform, **options)
     return evaluate_trials(
-        model, ds, root, protocol_settings(ds, root), ds.eval_trials(trials), opts
+        model, ds, root, protocol_settings(ds, root), ds.eval_trials(num_trials=trials), opts
     )
 
 
@@ -360,10 +365,10 @@ def evaluate_dataset(
     """The configured data set's protocol: the one entry point for training and commands.
 
     The data set is ``cfg.data.dataset``'s module of the table; its trials are
-    ``eval_trials(cfg.eval.trials, cfg.data.trial)`` (the gallery draws of SYSU-MM01 and
-    LLCM; RegDB's own ``data.trial``); its rows are SYSU-MM01's ``cfg.eval.modes`` or the
-    data set's directions. ``cfg.eval`` gives the metric, batch size, flip averaging and
-    autocast (``eval.amp``). ``shots`` and ``gallery`` apply to SYSU-MM01 only.
+    ``eval_trials`` (the gallery draws of SYSU-MM01 and LLCM; RegDB's own ``data.trial``);
+    its rows are SYSU-MM01's ``cfg.eval.modes`` or the data set's directions. ``cfg.eval``
+    gives the metric, batch size, flip averaging and autocast (``eval.amp``).
+    ``shots`` and ``gallery`` apply to SYSU-MM01 only.
     """
     check_eval_config(cfg)
     ds = get_dataset(cfg.data.dataset)
@@ -381,7 +386,7 @@ def evaluate_dataset(
         amp=cfg.eval.amp,
     )
     settings = protocol_settings(ds, root, cfg.eval.modes, shots, gallery)
-    trials = ds.eval_trials(cfg.eval.trials, cfg.data.trial)
+    trials = ds.eval_trials(num_trials=cfg.eval.trials, data_trial=cfg.data.trial)
     return evaluate_trials(model, ds, root, settings, trials, opts)
 
 
