@@ -30,21 +30,21 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
+from csetgraph.data.sysu_mm01 import IR_CAMERAS as SYSU_IR_CAMERAS
+from csetgraph.data.sysu_mm01 import MODE_CAMERAS
 from csetgraph.errors import DataFolderError
 from csetgraph.files import write_atomic
 
 log = logging.getLogger(__name__)
 
-#: SYSU-MM01 camera roles: cameras 1, 2, 4, 5 are RGB, 3 and 6 are near-infrared.
-SYSU_RGB_CAMERAS = (1, 2, 4, 5)
-SYSU_IR_CAMERAS = (3, 6)
+#: SYSU-MM01 camera roles, as its reader defines them: 1, 2, 4, 5 RGB, 3 and 6 near-infrared.
+SYSU_RGB_CAMERAS = MODE_CAMERAS["all"]
 
 _PATTERNS = ("solid", "hstripes", "vstripes", "checks", "dots")
 _ACCESSORIES = ("none", "backpack", "bag", "hat")

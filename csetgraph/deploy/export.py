@@ -20,7 +20,7 @@ import io
 import json
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +182,3 @@ def read_preprocess(folder: str | Path, modality: str) -> tuple[dict[str, Any], 
             "`csetgraph export RUN --output DIR`"
         )
     return json.loads(path.read_text()), folder / onnx_name(modality)
-
-
-def report_dict(report: ExportReport) -> dict[str, Any]:
-    return asdict(report)

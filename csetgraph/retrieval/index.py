@@ -414,6 +414,11 @@ class GalleryIndex:
                 f"the index in {str(folder)!r} is corrupt ({err}); rebuild it with "
                 "`csetgraph index`"
             ) from err
+        if manifest.version != FORMAT_VERSION:
+            raise IndexFolderError(
+                f"{str(folder)!r} holds an index of format version {manifest.version}; this "
+                f"csetgraph reads version {FORMAT_VERSION}: rebuild it with `csetgraph index`"
+            )
         if index.ntotal != len(metadata) or index.d != manifest.dim:
             raise IndexFolderError(
                 f"{str(folder)!r}: index.faiss ({index.ntotal} x {index.d}) does not match "

@@ -136,6 +136,17 @@ def test_bad_inputs(gallery, tmp_path):
         GalleryIndex.load(tmp_path / "x")
 
 
+def test_an_index_of_another_format_version_is_refused_by_name(gallery, tmp_path):
+    feats, meta, _ = gallery
+    folder = GalleryIndex.build(feats, meta).save(tmp_path / "x")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["version"] == 1  # what save writes today
+    manifest["version"] = 2
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFolderError, match="format version 2; this csetgraph reads version 1"):
+        GalleryIndex.load(folder)
+
+
 def test_manifest_camera_rule_applies_when_a_query_camera_is_given(gallery):
     feats, meta, queries = gallery
     camids = [m["camid"] for m in meta]
