@@ -72,8 +72,8 @@ def option_overrides(args: argparse.Namespace, cfg_dataset: str) -> list[str]:
 
 def load_checkpoint_config(checkpoint: str, args: argparse.Namespace) -> tuple[dict, Config]:
     """The checkpoint and its effective config: the run's, then overrides, then options."""
-    from csetgraph.engine.checkpoint import load_checkpoint
     from csetgraph.engine.runs import resolve_run_config
+    from csetgraph.engine.training_state import load_checkpoint
     from csetgraph.evaluation.protocols import check_eval_config
 
     ckpt = load_checkpoint(checkpoint)

@@ -20,7 +20,7 @@ from csetgraph.config import (
     load_config,
 )
 from csetgraph.data.transforms import build_test_transform
-from csetgraph.engine.checkpoint import load_checkpoint, load_model_state
+from csetgraph.engine.training_state import load_checkpoint, load_model_state
 from csetgraph.models import CheckpointError, build_model
 from csetgraph.models.cset import CSET
 

@@ -41,7 +41,14 @@ from csetgraph.data.pipeline import TrainLoader, build_train_loader
 from csetgraph.data.samplers import CrossModalityIdentitySampler
 from csetgraph.data.transforms import build_test_transform
 from csetgraph.engine import run_folder as rf
-from csetgraph.engine.checkpoint import (
+from csetgraph.engine.distributed import (
+    autocast_context,
+    setup_process,
+    teardown_process,
+    wrap_ddp,
+)
+from csetgraph.engine.runs import input_stats, run_folder
+from csetgraph.engine.training_state import (
     CHECKPOINT_VERSION,
     atomic_save,
     check_resumable_checkpoint,
@@ -50,13 +57,6 @@ from csetgraph.engine.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from csetgraph.engine.distributed import (
-    autocast_context,
-    setup_process,
-    teardown_process,
-    wrap_ddp,
-)
-from csetgraph.engine.runs import input_stats, run_folder
 from csetgraph.errors import CheckpointError, NonFiniteLossError, UserError
 from csetgraph.files import write_atomic
 from csetgraph.losses import build_criterion

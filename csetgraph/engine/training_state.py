@@ -1,4 +1,4 @@
-"""Training checkpoints: atomic writes, ``weights_only`` reads, random-state capture.
+"""Training state (resumable checkpoints): atomic writes, ``weights_only`` reads, random states.
 
 A checkpoint is written through :func:`csetgraph.files.atomic_path` (a temporary file in the
 same folder, flushed to disk, then renamed over the old one), so a crash while writing leaves
