@@ -23,8 +23,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from csetgraph.data.datasets import ImageDataset
 from csetgraph.data.records import Record
+from csetgraph.data.torch_datasets import ImageDataset
 from csetgraph.errors import ConfigError
 
 __all__ = ["EVAL_AMP_MODES", "eval_autocast", "extract_features", "loader_options"]
