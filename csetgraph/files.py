@@ -13,7 +13,7 @@ exception while writing leaves the previous file as it was and removes the tempo
 
 Temporary files are named ``.<name>.<pid>-<random>.tmp`` (``keep_suffix`` appends the
 destination's suffix, for writers that choose a format by it), so a write killed by SIGKILL
-leaves a hidden ``.*.tmp`` file that :func:`csetgraph.engine.run_folder.remove_stale_temporaries`
+leaves a hidden ``.*.tmp`` file that :func:`csetgraph.engine.run_guard.remove_stale_temporaries`
 removes. A new file gets the permissions an ordinary ``open(path, "w")`` would give it (``0o666``
 less the umask); a replaced file keeps its own.
 """

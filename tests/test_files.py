@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from csetgraph.engine.run_folder import remove_stale_temporaries
+from csetgraph.engine.run_guard import remove_stale_temporaries
 from csetgraph.files import atomic_path, write_atomic
 
 

@@ -41,7 +41,7 @@ def resolve_config(config: str | None, overrides: list[str]) -> Config:
     cfg = load_config(config, overrides)
     if not cfg.train.resume or config is not None:
         return cfg
-    from csetgraph.engine.run_folder import check_resumable
+    from csetgraph.engine.run_guard import check_resumable
     from csetgraph.engine.runs import checkpoint_config
     from csetgraph.engine.training_state import check_resumable_checkpoint, load_checkpoint
 

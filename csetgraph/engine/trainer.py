@@ -40,7 +40,7 @@ from csetgraph.data.build import build_train_data, ensure_dataset
 from csetgraph.data.pipeline import TrainLoader, build_train_loader
 from csetgraph.data.samplers import CrossModalityIdentitySampler
 from csetgraph.data.transforms import build_test_transform
-from csetgraph.engine import run_folder as rf
+from csetgraph.engine import run_guard as rf
 from csetgraph.engine.distributed import (
     autocast_context,
     setup_process,

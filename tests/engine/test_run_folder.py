@@ -21,7 +21,7 @@ from csetgraph.config import ConfigError, load_config
 from csetgraph.engine import load_checkpoint, train
 from csetgraph.engine import trainer as trainer_mod
 from csetgraph.engine import training_state as checkpoint_mod
-from csetgraph.engine.run_folder import LOCK_NAME
+from csetgraph.engine.run_guard import LOCK_NAME
 from csetgraph.engine.trainer import Trainer
 from csetgraph.errors import CheckpointError, DatasetLayoutError, RunFolderError
 
