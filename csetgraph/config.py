@@ -26,6 +26,11 @@ import yaml
 from csetgraph.errors import ConfigError
 from csetgraph.files import write_atomic
 
+#: The autocast choices of ``train.amp`` and ``eval.amp`` (what ``auto`` means differs:
+#: :func:`csetgraph.engine.distributed.autocast_context` for training,
+#: :func:`csetgraph.evaluation.features.eval_autocast` for feature extraction).
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
 
 @dataclass
 class SyntheticConfig:
@@ -137,7 +142,7 @@ class TrainConfig:
     warmup_epochs: int = 1
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16
+    amp: str = "auto"  # auto (bf16 on GPUs with native bf16, else fp32) | off | bf16 | fp16
     output_dir: str = "runs"
     run_name: str = ""  # "" -> a timestamped name
     resume: str = ""  # a run folder or checkpoint file

@@ -36,7 +36,7 @@ from csetgraph.commands.arguments import (
     int_at_least,
     take_overrides_from_checkpoints,
 )
-from csetgraph.config import Config
+from csetgraph.config import AMP_MODES, Config
 from csetgraph.errors import ConfigError, DatasetLayoutError, run_command
 from csetgraph.files import write_atomic
 
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", choices=("cosine", "euclidean"), default=None)
     p.add_argument("--batch-size", type=int_at_least(1), default=None)
     p.add_argument("--num-workers", type=int_at_least(0), default=None)
-    p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), help="eval.amp")
+    p.add_argument("--amp", choices=AMP_MODES, help="eval.amp")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--output", default=None, help="JSON file for the results")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

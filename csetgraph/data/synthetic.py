@@ -36,12 +36,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from csetgraph.config import SyntheticConfig
 from csetgraph.data.sysu_mm01 import IR_CAMERAS as SYSU_IR_CAMERAS
 from csetgraph.data.sysu_mm01 import MODE_CAMERAS
 from csetgraph.errors import DataFolderError
 from csetgraph.files import write_atomic
 
 log = logging.getLogger(__name__)
+
+#: The default set's size: ``data.synthetic.*``'s defaults, defined once in the config.
+_DEFAULT = SyntheticConfig()
 
 #: SYSU-MM01 camera roles, as its reader defines them: 1, 2, 4, 5 RGB, 3 and 6 near-infrared.
 SYSU_RGB_CAMERAS = MODE_CAMERAS["all"]
@@ -751,13 +755,13 @@ def _write_sysu_mm01(root: Path, size: _Size, progress: bool) -> None:
 def generate_sysu_mm01(
     root: str | Path,
     *,
-    num_train_ids: int = 300,
-    num_val_ids: int = 24,
-    num_test_ids: int = 48,
-    images_per_camera: int = 3,
-    height: int = 128,
-    width: int = 64,
-    seed: int = 0,
+    num_train_ids: int = _DEFAULT.num_train_ids,
+    num_val_ids: int = _DEFAULT.num_val_ids,
+    num_test_ids: int = _DEFAULT.num_test_ids,
+    images_per_camera: int = _DEFAULT.images_per_camera,
+    height: int = _DEFAULT.height,
+    width: int = _DEFAULT.width,
+    seed: int = _DEFAULT.seed,
     progress: bool = True,
 ) -> Path:
     """Write a synthetic data set in the raw SYSU-MM01 layout.
@@ -816,13 +820,13 @@ def _write_regdb(root: Path, size: _Size, progress: bool) -> None:
 def generate_regdb(
     root: str | Path,
     *,
-    num_train_ids: int = 300,
-    num_val_ids: int = 24,
-    num_test_ids: int = 48,
+    num_train_ids: int = _DEFAULT.num_train_ids,
+    num_val_ids: int = _DEFAULT.num_val_ids,
+    num_test_ids: int = _DEFAULT.num_test_ids,
     images_per_camera: int = 10,
-    height: int = 128,
-    width: int = 64,
-    seed: int = 0,
+    height: int = _DEFAULT.height,
+    width: int = _DEFAULT.width,
+    seed: int = _DEFAULT.seed,
     progress: bool = True,
 ) -> Path:
     """Write a synthetic data set in the RegDB layout.
@@ -885,13 +889,13 @@ def _write_llcm(root: Path, size: _Size, progress: bool) -> None:
 def generate_llcm(
     root: str | Path,
     *,
-    num_train_ids: int = 300,
-    num_val_ids: int = 24,
-    num_test_ids: int = 48,
-    images_per_camera: int = 3,
-    height: int = 128,
-    width: int = 64,
-    seed: int = 0,
+    num_train_ids: int = _DEFAULT.num_train_ids,
+    num_val_ids: int = _DEFAULT.num_val_ids,
+    num_test_ids: int = _DEFAULT.num_test_ids,
+    images_per_camera: int = _DEFAULT.images_per_camera,
+    height: int = _DEFAULT.height,
+    width: int = _DEFAULT.width,
+    seed: int = _DEFAULT.seed,
     progress: bool = True,
 ) -> Path:
     """Write a synthetic data set in the LLCM layout.

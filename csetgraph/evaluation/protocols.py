@@ -34,7 +34,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from csetgraph.config import Config
+from csetgraph.config import AMP_MODES, Config
 from csetgraph.data import get_dataset
 from csetgraph.data.records import DIRECTIONS, Record
 from csetgraph.errors import ConfigError
@@ -332,13 +332,11 @@ SEARCH_MODES = ("all", "indoor")
 
 def check_eval_config(cfg: Config) -> None:
     """Refuse ``eval.*`` values that cannot work, before a model is built or an image read."""
-    from csetgraph.evaluation.features import EVAL_AMP_MODES
-
     ev = cfg.eval
     if ev.metric not in METRICS:
         raise ConfigError(f"eval.metric must be one of {', '.join(METRICS)}, got {ev.metric!r}")
-    if ev.amp not in EVAL_AMP_MODES:
-        raise ConfigError(f"eval.amp must be one of {', '.join(EVAL_AMP_MODES)}, got {ev.amp!r}")
+    if ev.amp not in AMP_MODES:
+        raise ConfigError(f"eval.amp must be one of {', '.join(AMP_MODES)}, got {ev.amp!r}")
     bad = [m for m in ev.modes if m not in SEARCH_MODES]
     if bad or not ev.modes:
         raise ConfigError(

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from csetgraph.config import PAPER_STRENGTHS
-from csetgraph.data.records import DIRECTIONS, MODALITIES
+from csetgraph.data.records import MODALITIES
 from csetgraph.errors import ConfigError
 from csetgraph.graph import (
     batch_token_graphs,
@@ -58,8 +58,8 @@ from csetgraph.graph import (
 )
 from csetgraph.models.encoder import ViTEncoder
 from csetgraph.nn import DenseMHGAConv, MHGAConv, SimilarityExchange
+from csetgraph.nn.exchange import SE_DIRECTIONS
 
-SE_DIRECTIONS = ("none", *DIRECTIONS, "both")  # the shared "<query>2<gallery>" names
 MHGA_GRAPHS = ("complete", "local")
 MHGA_LAYERS = ("dense", "message_passing")
 
