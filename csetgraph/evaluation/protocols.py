@@ -8,8 +8,8 @@ and gallery (``test_split``). :func:`evaluate_trials` runs any of them:
 1. every (setting, trial) query and gallery is read;
 2. every distinct image is embedded once per modality (queries once for all trials, each
    gallery image once however many galleries hold it), in path order;
-3. each trial's distance matrix is ranked under the protocol's rules (DESIGN.md section 4),
-   optionally after k-reciprocal re-ranking; mean and std over trials.
+3. each trial's distance matrix is ranked under the protocol's rules (docs/design.md,
+   "Evaluation protocols"), optionally after k-reciprocal re-ranking; mean and std over trials.
 
 A *setting* is one row of the results table: a direction (``"i2v"``, ``"v2i"``), or for
 SYSU-MM01, whose protocol has infrared queries only, a search mode (``"all"``,
