@@ -103,7 +103,7 @@ class MHGAConfig:
     adjacency: str = "sequence"  # sequence (the paper's |pos_i - pos_j| = 1) | grid
     graph: str = "complete"  # complete (every token pair) | local (same + adjacent edges only)
     layer: str = "dense"  # complete graph: dense (relation matrix) | message_passing (PyG graph)
-    pair_graph: bool = False  # True: train on the 2N-token graph of each pair (see README)
+    pair_graph: bool = False  # True: train on the 2N-token graph of each pair (docs/design.md)
 
 
 @dataclass
