@@ -36,7 +36,7 @@ from csetgraph.commands.arguments import (
     int_at_least,
     take_overrides_from_checkpoints,
 )
-from csetgraph.config import AMP_MODES, Config
+from csetgraph.config import AMP_MODES, Config, apply_overrides, config_from_dict, config_to_dict
 from csetgraph.errors import ConfigError, DatasetLayoutError, run_command
 from csetgraph.files import write_atomic
 
@@ -78,8 +78,8 @@ def load_checkpoint_config(checkpoint: str, args: argparse.Namespace) -> tuple[d
 
     ckpt = load_checkpoint(checkpoint)
     saved = resolve_run_config(checkpoint, ckpt, args.config, args.overrides)
-    overrides = args.overrides + option_overrides(args, saved.data.dataset)
-    cfg = resolve_run_config(checkpoint, ckpt, args.config, overrides)
+    options = option_overrides(args, saved.data.dataset)  # applied after the user's overrides
+    cfg = config_from_dict(apply_overrides(config_to_dict(saved), options))
     check_eval_config(cfg)
     return ckpt, cfg
 

@@ -39,7 +39,6 @@ from csetgraph.data import compare_fingerprints, dataset_fingerprint
 from csetgraph.data.build import build_train_data, ensure_dataset
 from csetgraph.data.pipeline import TrainLoader, build_train_loader
 from csetgraph.data.samplers import CrossModalityIdentitySampler
-from csetgraph.data.transforms import build_test_transform
 from csetgraph.engine import run_guard as rf
 from csetgraph.engine.distributed import (
     autocast_context,
@@ -47,7 +46,7 @@ from csetgraph.engine.distributed import (
     teardown_process,
     wrap_ddp,
 )
-from csetgraph.engine.runs import input_stats, run_folder
+from csetgraph.engine.runs import eval_transform, input_stats, run_folder
 from csetgraph.engine.training_state import (
     CHECKPOINT_VERSION,
     atomic_save,
@@ -518,7 +517,7 @@ def evaluate_model(model, cfg: Config, device, mean, std, *, split="test", progr
     """The configured data set's test protocol (all its modes/directions and trials)."""
     from csetgraph.evaluation.protocols import evaluate_dataset
 
-    tf = build_test_transform(cfg.data.height, cfg.data.width, mean=mean, std=std)
+    tf = eval_transform(model, cfg, mean=mean, std=std)
     return evaluate_dataset(model, cfg, device=device, transform=tf, split=split, progress=progress)
 
 
