@@ -310,9 +310,9 @@ def evaluate_llcm(
 
     As DEEN's reference code: the query is every test image of one modality; each trial's
     gallery is one image per identity and camera of the other modality drawn with
-    ``random.seed(trial)`` (:func:`csetgraph.data.llcm.sample_gallery`); gallery images
-    with the query's identity and camera are dropped and the CMC is identity-deduplicated
-    (``protocol="llcm"``). ``split="val"`` evaluates on the held-out training identities.
+    ``random.seed(trial)`` (:func:`csetgraph.data.llcm.sample_gallery`), ranked under
+    ``protocol="llcm"`` (:func:`~csetgraph.evaluation.metrics.ignored_gallery`).
+    ``split="val"`` evaluates on the held-out training identities.
 
     Returns:
         ``{"i2v": {...}, "v2i": {...}}`` as :func:`evaluate_trials`.
