@@ -14,6 +14,7 @@ arguments.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -274,6 +275,27 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
             raise ConfigError(f"{here!r} must be a mapping")
 
 
+class _YAMLLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans: only ``true``/``false``, so ``amp: off`` stays ``"off"``.
+
+    PyYAML follows YAML 1.1, where ``off``, ``on``, ``yes``, ``no`` are booleans, which made
+    the documented ``train.amp=off`` a type error.
+    """
+
+
+_YAMLLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YAMLLoader)  # a SafeLoader: builds no arbitrary objects
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Split ``"a.b=value"``; the value is read as YAML (``3``, ``true``, ``[1, 2]``, ``x``)."""
     if "=" not in text:
@@ -281,7 +303,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, raw = text.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _read_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"override {text!r}: cannot parse the value: {err}") from err
     return key, value
@@ -411,7 +433,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = _read_yaml(path.read_text())
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from err
         if loaded is None:
