@@ -242,3 +242,15 @@ def test_no_paragraph_is_written_twice():
             seen.setdefault(para, page.name)
     assert len(seen) > 50, "too few paragraphs found: the splitter is broken"
     assert not repeats, "\n".join(repeats)
+
+
+def test_every_setting_in_docs_names_a_config_key():
+    """docs/ shows `key=value` settings (some deliberately refused ones): the keys must exist."""
+    known = _config_keys()
+    named = {
+        page.name: {s.split("=", 1)[0] for s in _named_keys(page.read_text(encoding="utf-8"))[1]}
+        for page in DOCS.glob("*.md")
+    }
+    assert sum(map(len, named.values())) >= 20, "docs/ names too few settings: parser broken?"
+    unknown = {page: sorted(keys - known) for page, keys in named.items() if keys - known}
+    assert not unknown, f"settings of keys the config does not have: {unknown}"
