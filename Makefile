@@ -24,7 +24,7 @@ $(DEV_STAMP): pyproject.toml constraints.txt | $(PY)
 
 ## Install the package and train on the synthetic default (generated on first use).
 train: $(STAMP)
-	$(PY) scripts/train.py $(ARGS)
+	$(PY) -m csetgraph train $(ARGS)
 
 ## Install with dev extras, lint, and run the test suite.
 test: $(DEV_STAMP)

@@ -14,7 +14,7 @@ arguments.
 from __future__ import annotations
 
 import dataclasses
-import os
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -25,7 +25,13 @@ from typing import Any, Union
 import yaml
 
 from csetgraph.errors import ConfigError
+from csetgraph.files import write_atomic
 from csetgraph.nn.mhga import PAPER_STRENGTHS
+
+#: The autocast choices of ``train.amp`` and ``eval.amp`` (what ``auto`` means differs:
+#: :func:`csetgraph.engine.distributed.autocast_context` for training,
+#: :func:`csetgraph.evaluation.features.eval_autocast` for feature extraction).
+AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 
 @dataclass
@@ -94,7 +100,7 @@ class MHGAConfig:
     adjacency: str = "sequence"  # sequence (the paper's |pos_i - pos_j| = 1) | grid
     graph: str = "complete"  # complete (every token pair) | local (same + adjacent edges only)
     layer: str = "dense"  # complete graph: dense (relation matrix) | message_passing (PyG graph)
-    pair_graph: bool = False  # True: train on the 2N-token graph of each pair (see README)
+    pair_graph: bool = False  # True: train on the 2N-token graph of each pair (docs/design.md)
 
 
 @dataclass
@@ -133,7 +139,7 @@ class TrainConfig:
     warmup_epochs: int = 1
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16
+    amp: str = "auto"  # auto (bf16 on GPUs with native bf16, else fp32) | off | bf16 | fp16
     output_dir: str = "runs"
     run_name: str = ""  # "" -> a timestamped name
     resume: str = ""  # a run folder or checkpoint file
@@ -265,6 +271,27 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
             raise ConfigError(f"{here!r} must be a mapping")
 
 
+class _YAMLLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans: only ``true``/``false``, so ``amp: off`` stays ``"off"``.
+
+    PyYAML follows YAML 1.1, where ``off``, ``on``, ``yes``, ``no`` are booleans, which made
+    the documented ``train.amp=off`` a type error.
+    """
+
+
+_YAMLLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YAMLLoader)  # a SafeLoader: builds no arbitrary objects
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Split ``"a.b=value"``; the value is read as YAML (``3``, ``true``, ``[1, 2]``, ``x``)."""
     if "=" not in text:
@@ -272,7 +299,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, raw = text.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _read_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"override {text!r}: cannot parse the value: {err}") from err
     return key, value
@@ -402,7 +429,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = _read_yaml(path.read_text())
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from err
         if loaded is None:
@@ -420,7 +447,4 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically (it loads back with :func:`load_config`)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
+    write_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

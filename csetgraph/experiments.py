@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from csetgraph.config import Config
 from csetgraph.errors import ConfigError
+from csetgraph.files import atomic_path, write_atomic
 
 #: The metrics a table shows (fractions in [0, 1] in JSON, percent in Markdown).
 TABLE_METRICS = ("rank1", "mAP")
@@ -119,20 +119,12 @@ def markdown_table(summary: dict[str, dict], reference: str, confidence: float =
     return "\n".join(lines) + "\n" + note
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_tables(summary: dict, reference: str, out_dir: Path, title: str, extra: dict) -> Path:
     """``table.md`` and ``table.json`` in ``out_dir``; returns the Markdown path."""
     md = f"{title}\n\n{markdown_table(summary, reference)}\n"
-    atomic_write_text(out_dir / "table.md", md)
+    write_atomic(out_dir / "table.md", md)
     payload = {"title": title, "reference": reference, **extra, "rows": summary}
-    atomic_write_text(out_dir / "table.json", json.dumps(payload, indent=2, allow_nan=True))
+    write_atomic(out_dir / "table.json", json.dumps(payload, indent=2, allow_nan=True))
     return out_dir / "table.md"
 
 
@@ -231,9 +223,8 @@ def plot_sweep(summary: dict[str, dict], key: str, values: list[str], out_dir: P
         ax.grid(alpha=0.3)
         fig.tight_layout()
         path = out_dir / f"sweep_{_slug(metric)}.png"
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=120)
+        with atomic_path(path, keep_suffix=True) as tmp:
+            fig.savefig(tmp, dpi=120)
         plt.close(fig)
-        os.replace(tmp, path)
         paths.append(path)
     return paths

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from csetgraph.data.synthetic import (
     render,
 )
 from csetgraph.errors import ConfigError, run_command
+from csetgraph.files import atomic_path
 from csetgraph.models.encoder import ViTEncoder
 
 OBJECTIVES = ("vis-id", "both-id", "both-id-attr")
@@ -279,10 +279,8 @@ def save_backbone(net: PretrainNet, path: Path, metadata: dict[str, str]) -> str
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous() for k, v in net.encoder.vit.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

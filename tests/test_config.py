@@ -154,3 +154,15 @@ def test_a_range_checked_in_a_file_names_the_key(tmp_path):
     path.write_text("data:\n  num_ids_per_batch: 1\n")
     with pytest.raises(ConfigError, match=r"data\.num_ids_per_batch=1 is out of range"):
         load_config(path)
+
+
+def test_off_and_no_are_strings_as_in_yaml_1_2(tmp_path):
+    """PyYAML's YAML 1.1 reads off/on/yes/no as booleans, which refused train.amp=off."""
+    cfg = load_config(None, ["train.amp=off", "eval.amp=off", "train.compile=true"])
+    assert (cfg.train.amp, cfg.eval.amp, cfg.train.compile) == ("off", "off", True)
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  amp: off\n  compile: false\neval:\n  amp: bf16\n")
+    cfg = load_config(path)
+    assert (cfg.train.amp, cfg.train.compile, cfg.eval.amp) == ("off", False, "bf16")
+    with pytest.raises(ConfigError, match=r"train\.compile: expected true or false, got 'yes'"):
+        load_config(None, ["train.compile=yes"])

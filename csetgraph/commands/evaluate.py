@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -37,8 +36,9 @@ from csetgraph.commands.arguments import (
     int_at_least,
     take_overrides_from_checkpoints,
 )
-from csetgraph.config import Config
+from csetgraph.config import AMP_MODES, Config, apply_overrides, config_from_dict, config_to_dict
 from csetgraph.errors import ConfigError, DatasetLayoutError, run_command
+from csetgraph.files import write_atomic
 
 
 def _regdb_trial(text: str) -> int:
@@ -72,14 +72,14 @@ def option_overrides(args: argparse.Namespace, cfg_dataset: str) -> list[str]:
 
 def load_checkpoint_config(checkpoint: str, args: argparse.Namespace) -> tuple[dict, Config]:
     """The checkpoint and its effective config: the run's, then overrides, then options."""
-    from csetgraph.engine.checkpoint import load_checkpoint
     from csetgraph.engine.runs import resolve_run_config
+    from csetgraph.engine.training_state import load_checkpoint
     from csetgraph.evaluation.protocols import check_eval_config
 
     ckpt = load_checkpoint(checkpoint)
     saved = resolve_run_config(checkpoint, ckpt, args.config, args.overrides)
-    overrides = args.overrides + option_overrides(args, saved.data.dataset)
-    cfg = resolve_run_config(checkpoint, ckpt, args.config, overrides)
+    options = option_overrides(args, saved.data.dataset)  # applied after the user's overrides
+    cfg = config_from_dict(apply_overrides(config_to_dict(saved), options))
     check_eval_config(cfg)
     return ckpt, cfg
 
@@ -169,13 +169,7 @@ def combine_runs(per_run: list[dict]) -> dict:
 
 def write_json(path: Path, obj) -> None:
     """Write ``obj`` as JSON atomically (a temporary file in the folder, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, json.dumps(obj, indent=2))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", choices=("cosine", "euclidean"), default=None)
     p.add_argument("--batch-size", type=int_at_least(1), default=None)
     p.add_argument("--num-workers", type=int_at_least(0), default=None)
-    p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), help="eval.amp")
+    p.add_argument("--amp", choices=AMP_MODES, help="eval.amp")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--output", default=None, help="JSON file for the results")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

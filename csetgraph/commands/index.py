@@ -156,13 +156,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _build(args: argparse.Namespace, params: dict[str, int], store: dict | None):
     from csetgraph.data import get_dataset
+    from csetgraph.data.records import other_modality
     from csetgraph.deploy.embedder import RunEmbedder, split_run_argument
     from csetgraph.deploy.gallery import (
         build_gallery,
         calibrate,
         camera_rule,
         folder_records,
-        other,
         split_records,
     )
     from csetgraph.retrieval import check_params
@@ -179,7 +179,9 @@ def _build(args: argparse.Namespace, params: dict[str, int], store: dict | None)
         records = split[args.modality]
         protocol = get_dataset(embedder.cfg.data.dataset).PROTOCOL
         rule = camera_rule(
-            protocol, [r.camid for r in split[other(args.modality)]], [r.camid for r in records]
+            protocol,
+            [r.camid for r in split[other_modality(args.modality)]],
+            [r.camid for r in records],
         )
         source = {
             "dataset": embedder.cfg.data.dataset,

@@ -41,9 +41,9 @@ def resolve_config(config: str | None, overrides: list[str]) -> Config:
     cfg = load_config(config, overrides)
     if not cfg.train.resume or config is not None:
         return cfg
-    from csetgraph.engine.checkpoint import check_resumable_checkpoint, load_checkpoint
-    from csetgraph.engine.run_folder import check_resumable
+    from csetgraph.engine.run_guard import check_resumable
     from csetgraph.engine.runs import checkpoint_config
+    from csetgraph.engine.training_state import check_resumable_checkpoint, load_checkpoint
 
     check_resumable(cfg.train.resume)
     ckpt = load_checkpoint(cfg.train.resume)

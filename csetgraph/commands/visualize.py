@@ -21,7 +21,6 @@ line and exits with status 2; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from csetgraph.commands.arguments import (
     take_overrides_from_checkpoints,
 )
 from csetgraph.errors import ConfigError, run_command
+from csetgraph.files import atomic_path
 
 #: subcommand -> (one-line help, default output)
 FIGURES = {
@@ -122,13 +122,8 @@ def load_models(args: argparse.Namespace) -> list[tuple[str, object, object]]:
 def save(fig, path: str | Path, dpi: int) -> None:
     """Render ``fig`` to ``path`` atomically (a temporary file, then a rename); print it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
+    with atomic_path(path, keep_suffix=True) as tmp:
         fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     print(path)
 
 

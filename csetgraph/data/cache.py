@@ -15,9 +15,9 @@ On disk, one cache is two files in the cache folder::
 The fingerprint hashes the ordered file list with each file's size and modification time, the
 target size and the resize method, so a changed data set (a file added, removed, replaced or
 touched) gets a new cache and an unchanged one reuses its own. The ``.npy`` is written under a
-temporary name and moved into place with ``os.replace``, then the manifest the same way; only
-a cache with its manifest is ever used, so an interrupted build leaves no half cache behind
-(at worst a ``*.tmp-<pid>`` file, which is never read). A ``.lock`` file beside them makes a
+temporary name and moved into place (:mod:`csetgraph.files`), then the manifest the same way;
+only a cache with its manifest is ever used, so an interrupted build leaves no half cache behind
+(at worst a hidden ``.*.tmp`` file, which is never read). A ``.lock`` file beside them makes a
 second process wait for a build in progress rather than start its own.
 
 The cache folder is ``data.cache_dir`` if set, else ``$CSETGRAPH_CACHE_DIR``, else
@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from csetgraph.data.records import load_image
 from csetgraph.errors import CorruptImageError
+from csetgraph.files import atomic_path, write_atomic
 
 CACHE_VERSION = 1
 #: How the images were resized: part of the fingerprint, so a change of method rebuilds.
@@ -134,7 +135,7 @@ def _write_manifest(cache: ImageCache, paths: Sequence[str], path: Path) -> None
         "resize": RESIZE_METHOD,
         "files": [os.path.abspath(p) for p in paths],
     }
-    _atomic_write_text(path, json.dumps(manifest))
+    write_atomic(path, json.dumps(manifest))
 
 
 @contextlib.contextmanager
@@ -191,7 +192,6 @@ class _DecodeResize(Dataset):
 
 def _build(cache: ImageCache, paths: Sequence[str], *, num_workers: int, progress: bool) -> None:
     """Decode into a temporary ``.npy`` beside the final one, then move it into place."""
-    tmp = cache.path.with_name(f"{cache.path.name}.tmp-{os.getpid()}")
     shape = (cache.num_images, 3, cache.height, cache.width)
     chunks = BatchSampler(SequentialSampler(range(len(paths))), batch_size=64, drop_last=False)
     loader = DataLoader(
@@ -201,7 +201,7 @@ def _build(cache: ImageCache, paths: Sequence[str], *, num_workers: int, progres
         num_workers=num_workers,
         generator=torch.Generator(),  # leave the global RNG as it was: a build changes no run
     )
-    try:
+    with atomic_path(cache.path) as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         bar = tqdm(total=len(paths), desc="caching training images", disable=not progress)
         start = 0
@@ -214,16 +214,6 @@ def _build(cache: ImageCache, paths: Sequence[str], *, num_workers: int, progres
         bar.close()
         array.flush()
         del array
-        os.replace(tmp, cache.path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 __all__ = ["ImageCache", "default_cache_dir", "ensure_cache", "fingerprint"]

@@ -36,6 +36,7 @@ from csetgraph.data.records import (
     check_layout,
     check_listed_files,
     idx_files,
+    other_modality,
     read_id_file,
 )
 from csetgraph.data.regdb import TRAIN_SPLITS, VAL_FRACTION, hold_out_ids, read_list
@@ -197,7 +198,7 @@ def test_split(
         raise ValueError(f"LLCM has the search mode {MODES[0]!r} only, got {mode!r}")
     if query_modality not in TEST_CAMERAS:
         raise ValueError(f"query_modality must be 'vis' or 'ir', got {query_modality!r}")
-    other = "vis" if query_modality == "ir" else "ir"
+    other = other_modality(query_modality)
     query = test_records(root, query_modality, split)
     gallery = sample_gallery(test_records(root, other, split), trial)
     if not query or not gallery:

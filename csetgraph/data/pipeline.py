@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from csetgraph.config import DataConfig
 from csetgraph.data.batch_transforms import BatchAugment
 from csetgraph.data.cache import ImageCache, ensure_cache
-from csetgraph.data.datasets import PairedDataset
+from csetgraph.data.torch_datasets import PairedDataset
 from csetgraph.data.records import Record
 from csetgraph.data.transforms import build_train_transform
 from csetgraph.errors import ConfigError

@@ -18,12 +18,10 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from csetgraph.errors import CorruptImageError, DatasetLayoutError, IdFileError
+from csetgraph.modalities import DIRECTIONS, MODALITIES, other_modality  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("vis", "ir")
-# The one direction vocabulary: "<query>2<gallery>" in lower case, i = infrared, v = visible.
-DIRECTIONS = {"i2v": ("ir", "vis"), "v2i": ("vis", "ir")}
 
 
 @dataclass(frozen=True)

@@ -30,20 +30,25 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
+from csetgraph.config import SyntheticConfig
+from csetgraph.data.sysu_mm01 import IR_CAMERAS as SYSU_IR_CAMERAS
+from csetgraph.data.sysu_mm01 import MODE_CAMERAS
 from csetgraph.errors import DataFolderError
+from csetgraph.files import write_atomic
 
 log = logging.getLogger(__name__)
 
-#: SYSU-MM01 camera roles: cameras 1, 2, 4, 5 are RGB, 3 and 6 are near-infrared.
-SYSU_RGB_CAMERAS = (1, 2, 4, 5)
-SYSU_IR_CAMERAS = (3, 6)
+#: The default set's size: ``data.synthetic.*``'s defaults, defined once in the config.
+_DEFAULT = SyntheticConfig()
+
+#: SYSU-MM01 camera roles, as its reader defines them: 1, 2, 4, 5 RGB, 3 and 6 near-infrared.
+SYSU_RGB_CAMERAS = MODE_CAMERAS["all"]
 
 _PATTERNS = ("solid", "hstripes", "vstripes", "checks", "dots")
 _ACCESSORIES = ("none", "backpack", "bag", "hat")
@@ -699,11 +704,8 @@ def _clear(root: Path) -> None:
 
 
 def _write_marker(root: Path, content: dict) -> None:
-    """Write the marker atomically (temporary file in the folder, then ``os.replace``)."""
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".marker.", suffix=".tmp")
-    with os.fdopen(fd, "w") as file:
-        json.dump(content, file, indent=2, sort_keys=True)
-    os.replace(tmp, root / MARKER)
+    """Write the marker atomically (:func:`csetgraph.files.write_atomic`)."""
+    write_atomic(root / MARKER, json.dumps(content, indent=2, sort_keys=True))
 
 
 def _generate(root: str | Path, dataset: str, size: _Size, write, progress: bool) -> Path:
@@ -753,13 +755,13 @@ def _write_sysu_mm01(root: Path, size: _Size, progress: bool) -> None:
 def generate_sysu_mm01(
     root: str | Path,
     *,
-    num_train_ids: int = 300,
-    num_val_ids: int = 24,
-    num_test_ids: int = 48,
-    images_per_camera: int = 3,
-    height: int = 128,
-    width: int = 64,
-    seed: int = 0,
+    num_train_ids: int = _DEFAULT.num_train_ids,
+    num_val_ids: int = _DEFAULT.num_val_ids,
+    num_test_ids: int = _DEFAULT.num_test_ids,
+    images_per_camera: int = _DEFAULT.images_per_camera,
+    height: int = _DEFAULT.height,
+    width: int = _DEFAULT.width,
+    seed: int = _DEFAULT.seed,
     progress: bool = True,
 ) -> Path:
     """Write a synthetic data set in the raw SYSU-MM01 layout.
@@ -818,13 +820,13 @@ def _write_regdb(root: Path, size: _Size, progress: bool) -> None:
 def generate_regdb(
     root: str | Path,
     *,
-    num_train_ids: int = 300,
-    num_val_ids: int = 24,
-    num_test_ids: int = 48,
+    num_train_ids: int = _DEFAULT.num_train_ids,
+    num_val_ids: int = _DEFAULT.num_val_ids,
+    num_test_ids: int = _DEFAULT.num_test_ids,
     images_per_camera: int = 10,
-    height: int = 128,
-    width: int = 64,
-    seed: int = 0,
+    height: int = _DEFAULT.height,
+    width: int = _DEFAULT.width,
+    seed: int = _DEFAULT.seed,
     progress: bool = True,
 ) -> Path:
     """Write a synthetic data set in the RegDB layout.
@@ -887,13 +889,13 @@ def _write_llcm(root: Path, size: _Size, progress: bool) -> None:
 def generate_llcm(
     root: str | Path,
     *,
-    num_train_ids: int = 300,
-    num_val_ids: int = 24,
-    num_test_ids: int = 48,
-    images_per_camera: int = 3,
-    height: int = 128,
-    width: int = 64,
-    seed: int = 0,
+    num_train_ids: int = _DEFAULT.num_train_ids,
+    num_val_ids: int = _DEFAULT.num_val_ids,
+    num_test_ids: int = _DEFAULT.num_test_ids,
+    images_per_camera: int = _DEFAULT.images_per_camera,
+    height: int = _DEFAULT.height,
+    width: int = _DEFAULT.width,
+    seed: int = _DEFAULT.seed,
     progress: bool = True,
 ) -> Path:
     """Write a synthetic data set in the LLCM layout.

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from csetgraph.data import synthetic
 from csetgraph.data.records import Record, by_modality, check_layout, read_id_file
 from csetgraph.errors import DatasetLayoutError, IdFileError
 
@@ -25,7 +24,6 @@ PROTOCOL = "sysu"
 DIRECTIONS = ("i2v",)
 REQUIRED = ("cam1", "cam2", "cam3", "cam4", "cam5", "cam6", "exp")
 EXPECTED = "root/cam1 ... cam6/<pid:04d>/<n:04d>.jpg and root/exp/{train,val,test}_id.txt"
-RGB_CAMERAS = (1, 2, 4, 5)
 IR_CAMERAS = (3, 6)
 #: Gallery cameras of the two search modes.
 MODE_CAMERAS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
@@ -294,4 +292,6 @@ def index_files(root: str | Path) -> list[Path]:
 
 def generate(root: str | Path, **params) -> Path:
     """A synthetic data set in this layout: :func:`csetgraph.data.synthetic.generate_sysu_mm01`."""
+    from csetgraph.data import synthetic  # lazily: synthetic reads this module's cameras
+
     return synthetic.generate_sysu_mm01(root, **params)

@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from csetgraph.config import Config
-from csetgraph.data.datasets import ImageDataset
 from csetgraph.data.records import MODALITIES, Record
+from csetgraph.data.torch_datasets import ImageDataset
 from csetgraph.engine.runs import eval_transform, input_stats, load_run, run_folder
 from csetgraph.errors import ConfigError
 

@@ -20,7 +20,7 @@ import io
 import json
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import torch
 from csetgraph.data.records import MODALITIES
 from csetgraph.deploy.embedder import RunEmbedder, check_modality
 from csetgraph.errors import IndexFolderError, MissingDependencyError, missing_dependency
-from csetgraph.retrieval.index import write_atomic
+from csetgraph.files import atomic_path, write_atomic
 
 EXPORT_BATCH = 2  # the example batch traced at export; parity is checked at another size
 PARITY_BATCH = 3
@@ -78,7 +78,6 @@ def export_one(model: torch.nn.Module, modality: str, path: Path, height: int, w
         )
     example = torch.randn(EXPORT_BATCH, 3, height, width)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    tmp = path.with_name(f".{path.name}.tmp")
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         # The exporter prints its stages, and its own imports use a deprecated torch.jit API.
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
@@ -91,8 +90,8 @@ def export_one(model: torch.nn.Module, modality: str, path: Path, height: int, w
             dynamo=True,
             verbose=False,
         )
-    program.save(str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        program.save(str(tmp))
 
 
 class OnnxEmbedder:
@@ -183,7 +182,3 @@ def read_preprocess(folder: str | Path, modality: str) -> tuple[dict[str, Any], 
             "`csetgraph export RUN --output DIR`"
         )
     return json.loads(path.read_text()), folder / onnx_name(modality)
-
-
-def report_dict(report: ExportReport) -> dict[str, Any]:
-    return asdict(report)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from csetgraph.data import get_dataset
-from csetgraph.data.records import Record
+from csetgraph.data.records import Record, other_modality
 from csetgraph.deploy.embedder import RunEmbedder, check_modality
 from csetgraph.errors import DatasetLayoutError
 from csetgraph.evaluation.metrics import ignored_gallery
@@ -19,10 +19,6 @@ from csetgraph.retrieval import Calibration, build_gallery_index, calibrate_thre
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 UNKNOWN = -1  # pid or camid of an image from a plain folder
-
-
-def other(modality: str) -> str:
-    return "ir" if modality == "vis" else "vis"
 
 
 def split_records(embedder: RunEmbedder, split: str, modality: str) -> dict[str, list[Record]]:
@@ -87,10 +83,12 @@ def calibrate(
     """The open-set threshold on ``split``'s identities: other-modality queries vs ``modality``."""
     records = split_records(embedder, split, modality)
     gallery = embedder.embed_records(records[modality], modality, progress=progress)
-    queries = embedder.embed_records(records[other(modality)], other(modality), progress=progress)
+    queries = embedder.embed_records(
+        records[other_modality(modality)], other_modality(modality), progress=progress
+    )
     return calibrate_threshold(
         queries,
-        np.array([r.pid for r in records[other(modality)]]),
+        np.array([r.pid for r in records[other_modality(modality)]]),
         gallery,
         np.array([r.pid for r in records[modality]]),
         target_fmr=target_fmr,

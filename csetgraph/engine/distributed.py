@@ -30,11 +30,11 @@ from dataclasses import dataclass
 
 import torch
 
+from csetgraph.config import AMP_MODES
 from csetgraph.errors import ConfigError
 
 # The process-group backend for each device type; anything else cannot train under torchrun.
 BACKENDS = {"cuda": "nccl", "cpu": "gloo"}
-AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 
 @dataclass(frozen=True)

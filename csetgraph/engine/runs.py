@@ -20,7 +20,7 @@ from csetgraph.config import (
     load_config,
 )
 from csetgraph.data.transforms import build_test_transform
-from csetgraph.engine.checkpoint import load_checkpoint, load_model_state
+from csetgraph.engine.training_state import load_checkpoint, load_model_state
 from csetgraph.models import CheckpointError, build_model
 from csetgraph.models.cset import CSET
 
@@ -117,7 +117,12 @@ def input_stats(model: CSET, cfg: Config) -> tuple[tuple[float, ...], tuple[floa
     )
 
 
-def eval_transform(model: CSET, cfg: Config):
-    """The evaluation's transform: resize to the input size, tensor, the run's normalisation."""
-    mean, std = input_stats(model, cfg)
+def eval_transform(model: CSET, cfg: Config, *, mean=None, std=None):
+    """The evaluation's transform: resize to the input size, tensor, the run's normalisation.
+
+    ``mean`` and ``std`` default to :func:`input_stats` of ``model``; the trainer passes the
+    ones it trained with. Every evaluation (training's, commands', figures') builds it here.
+    """
+    if mean is None or std is None:
+        mean, std = input_stats(model, cfg)
     return build_test_transform(cfg.data.height, cfg.data.width, mean=mean, std=std)

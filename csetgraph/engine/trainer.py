@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +39,15 @@ from csetgraph.data import compare_fingerprints, dataset_fingerprint
 from csetgraph.data.build import build_train_data, ensure_dataset
 from csetgraph.data.pipeline import TrainLoader, build_train_loader
 from csetgraph.data.samplers import CrossModalityIdentitySampler
-from csetgraph.data.transforms import build_test_transform
-from csetgraph.engine import run_folder as rf
-from csetgraph.engine.checkpoint import (
+from csetgraph.engine import run_guard as rf
+from csetgraph.engine.distributed import (
+    autocast_context,
+    setup_process,
+    teardown_process,
+    wrap_ddp,
+)
+from csetgraph.engine.runs import eval_transform, input_stats, run_folder
+from csetgraph.engine.training_state import (
     CHECKPOINT_VERSION,
     atomic_save,
     check_resumable_checkpoint,
@@ -51,14 +56,8 @@ from csetgraph.engine.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from csetgraph.engine.distributed import (
-    autocast_context,
-    setup_process,
-    teardown_process,
-    wrap_ddp,
-)
-from csetgraph.engine.runs import input_stats, run_folder
 from csetgraph.errors import CheckpointError, NonFiniteLossError, UserError
+from csetgraph.files import write_atomic
 from csetgraph.losses import build_criterion
 from csetgraph.models import build_model, check_input_size, patch_size
 
@@ -518,7 +517,7 @@ def evaluate_model(model, cfg: Config, device, mean, std, *, split="test", progr
     """The configured data set's test protocol (all its modes/directions and trials)."""
     from csetgraph.evaluation.protocols import evaluate_dataset
 
-    tf = build_test_transform(cfg.data.height, cfg.data.width, mean=mean, std=std)
+    tf = eval_transform(model, cfg, mean=mean, std=std)
     return evaluate_dataset(model, cfg, device=device, transform=tf, split=split, progress=progress)
 
 
@@ -566,9 +565,7 @@ def _os_error_in(exc: BaseException | None) -> OSError | None:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=2))
 
 
 def _summary_writer(run_dir: Path):

@@ -8,7 +8,7 @@ Evaluation embeds every test image once, so the loader and the copies matter on 
   is built there (:func:`~csetgraph.evaluation.metrics.pairwise_distance`), and only the
   ranking copies rows to the CPU, one chunk at a time. A ``.cpu()`` per batch would wait
   for the GPU after every batch;
-* ``eval.amp`` (:data:`EVAL_AMP_MODES`) runs the forward pass under autocast: ``auto``
+* ``eval.amp`` (:data:`csetgraph.config.AMP_MODES`) runs the forward pass under autocast: ``auto``
   means bf16 on a GPU that has it natively, fp16 on older GPUs (inference needs no loss
   scaling), and fp32 on the CPU, where autocast rarely pays. The features are returned in
   float32 whatever the autocast.
@@ -23,19 +23,18 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from csetgraph.data.datasets import ImageDataset
+from csetgraph.config import AMP_MODES
 from csetgraph.data.records import Record
+from csetgraph.data.torch_datasets import ImageDataset
 from csetgraph.errors import ConfigError
 
-__all__ = ["EVAL_AMP_MODES", "eval_autocast", "extract_features", "loader_options"]
-
-EVAL_AMP_MODES = ("auto", "off", "bf16", "fp16")
+__all__ = ["eval_autocast", "extract_features", "loader_options"]
 
 
 def eval_autocast(amp: str, device: torch.device | str) -> AbstractContextManager:
     """A fresh autocast context for the evaluation's forward pass (see the module docstring)."""
-    if amp not in EVAL_AMP_MODES:
-        raise ConfigError(f"eval.amp must be one of {', '.join(EVAL_AMP_MODES)}, got {amp!r}")
+    if amp not in AMP_MODES:
+        raise ConfigError(f"eval.amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
     device = torch.device(device)
     if amp == "auto":
         if device.type != "cuda":

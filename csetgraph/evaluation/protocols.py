@@ -8,8 +8,8 @@ and gallery (``test_split``). :func:`evaluate_trials` runs any of them:
 1. every (setting, trial) query and gallery is read;
 2. every distinct image is embedded once per modality (queries once for all trials, each
    gallery image once however many galleries hold it), in path order;
-3. each trial's distance matrix is ranked under the protocol's rules (DESIGN.md section 4),
-   optionally after k-reciprocal re-ranking; mean and std over trials.
+3. each trial's distance matrix is ranked under the protocol's rules (docs/design.md,
+   "Evaluation protocols"), optionally after k-reciprocal re-ranking; mean and std over trials.
 
 A *setting* is one row of the results table: a direction (``"i2v"``, ``"v2i"``), or for
 SYSU-MM01, whose protocol has infrared queries only, a search mode (``"all"``,
@@ -34,7 +34,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from csetgraph.config import Config
+from csetgraph.config import AMP_MODES, Config
 from csetgraph.data import get_dataset
 from csetgraph.data.records import DIRECTIONS, Record
 from csetgraph.errors import ConfigError
@@ -274,7 +274,7 @@ def evaluate_sysu(
     ds = get_dataset("sysu_mm01")
     settings = protocol_settings(ds, root, modes, shots, gallery)
     opts = EvalOptions(transform=transform, **options)
-    return evaluate_trials(model, ds, root, settings, ds.eval_trials(trials), opts)
+    return evaluate_trials(model, ds, root, settings, ds.eval_trials(num_trials=trials), opts)
 
 
 def evaluate_regdb(
@@ -294,7 +294,12 @@ def evaluate_regdb(
     ds = get_dataset("regdb")
     opts = EvalOptions(transform=transform, **options)
     return evaluate_trials(
-        model, ds, root, protocol_settings(ds, root), ds.eval_trials(1, trial), opts
+        model,
+        ds,
+        root,
+        protocol_settings(ds, root),
+        ds.eval_trials(num_trials=1, data_trial=trial),
+        opts,
     )
 
 
@@ -305,9 +310,9 @@ def evaluate_llcm(
 
     As DEEN's reference code: the query is every test image of one modality; each trial's
     gallery is one image per identity and camera of the other modality drawn with
-    ``random.seed(trial)`` (:func:`csetgraph.data.llcm.sample_gallery`); gallery images
-    with the query's identity and camera are dropped and the CMC is identity-deduplicated
-    (``protocol="llcm"``). ``split="val"`` evaluates on the held-out training identities.
+    ``random.seed(trial)`` (:func:`csetgraph.data.llcm.sample_gallery`), ranked under
+    ``protocol="llcm"`` (:func:`~csetgraph.evaluation.metrics.ignored_gallery`).
+    ``split="val"`` evaluates on the held-out training identities.
 
     Returns:
         ``{"i2v": {...}, "v2i": {...}}`` as :func:`evaluate_trials`.
@@ -317,7 +322,7 @@ def evaluate_llcm(
     ds = get_dataset("llcm")
     opts = EvalOptions(transform=transform, **options)
     return evaluate_trials(
-        model, ds, root, protocol_settings(ds, root), ds.eval_trials(trials), opts
+        model, ds, root, protocol_settings(ds, root), ds.eval_trials(num_trials=trials), opts
     )
 
 
@@ -327,13 +332,11 @@ SEARCH_MODES = ("all", "indoor")
 
 def check_eval_config(cfg: Config) -> None:
     """Refuse ``eval.*`` values that cannot work, before a model is built or an image read."""
-    from csetgraph.evaluation.features import EVAL_AMP_MODES
-
     ev = cfg.eval
     if ev.metric not in METRICS:
         raise ConfigError(f"eval.metric must be one of {', '.join(METRICS)}, got {ev.metric!r}")
-    if ev.amp not in EVAL_AMP_MODES:
-        raise ConfigError(f"eval.amp must be one of {', '.join(EVAL_AMP_MODES)}, got {ev.amp!r}")
+    if ev.amp not in AMP_MODES:
+        raise ConfigError(f"eval.amp must be one of {', '.join(AMP_MODES)}, got {ev.amp!r}")
     bad = [m for m in ev.modes if m not in SEARCH_MODES]
     if bad or not ev.modes:
         raise ConfigError(
@@ -360,10 +363,10 @@ def evaluate_dataset(
     """The configured data set's protocol: the one entry point for training and commands.
 
     The data set is ``cfg.data.dataset``'s module of the table; its trials are
-    ``eval_trials(cfg.eval.trials, cfg.data.trial)`` (the gallery draws of SYSU-MM01 and
-    LLCM; RegDB's own ``data.trial``); its rows are SYSU-MM01's ``cfg.eval.modes`` or the
-    data set's directions. ``cfg.eval`` gives the metric, batch size, flip averaging and
-    autocast (``eval.amp``). ``shots`` and ``gallery`` apply to SYSU-MM01 only.
+    ``eval_trials`` (the gallery draws of SYSU-MM01 and LLCM; RegDB's own ``data.trial``);
+    its rows are SYSU-MM01's ``cfg.eval.modes`` or the data set's directions. ``cfg.eval``
+    gives the metric, batch size, flip averaging and autocast (``eval.amp``).
+    ``shots`` and ``gallery`` apply to SYSU-MM01 only.
     """
     check_eval_config(cfg)
     ds = get_dataset(cfg.data.dataset)
@@ -381,7 +384,7 @@ def evaluate_dataset(
         amp=cfg.eval.amp,
     )
     settings = protocol_settings(ds, root, cfg.eval.modes, shots, gallery)
-    trials = ds.eval_trials(cfg.eval.trials, cfg.data.trial)
+    trials = ds.eval_trials(num_trials=cfg.eval.trials, data_trial=cfg.data.trial)
     return evaluate_trials(model, ds, root, settings, trials, opts)
 
 

@@ -25,12 +25,14 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data, HeteroData
 
+from csetgraph.modalities import MODALITIES
+
 #: Edge type codes, in the order used by ``MHGAConv.strengths``.
 SAME, ADJACENT, DISTANT = 0, 1, 2
 #: Relation names indexed by their code.
 RELATIONS: tuple[str, str, str] = ("same", "adjacent", "distant")
 #: Node types of a pair graph, in the order of the homogeneous and dense forms.
-NODE_TYPES: tuple[str, str] = ("vis", "ir")
+NODE_TYPES: tuple[str, ...] = MODALITIES  # the node types are the two modalities
 _ADJACENCIES = ("sequence", "grid")
 
 

@@ -4,16 +4,11 @@ from csetgraph.losses.build import build_criterion
 from csetgraph.losses.distillation import CrossDistillationLoss, cross_distillation_loss
 from csetgraph.losses.identity import IdentityLoss, identity_loss
 from csetgraph.losses.total import CSETLoss
-from csetgraph.losses.triplet import (
-    CrossModalTripletLoss,
-    cross_modal_triplet_loss,
-    squared_euclidean,
-)
+from csetgraph.losses.triplet import cross_modal_triplet_loss, squared_euclidean
 
 __all__ = [
     "CSETLoss",
     "CrossDistillationLoss",
-    "CrossModalTripletLoss",
     "IdentityLoss",
     "build_criterion",
     "cross_distillation_loss",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def squared_euclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -53,18 +52,3 @@ def cross_modal_triplet_loss(
     # A masked mean, not loss[valid]: no data-dependent shape, so no host sync or graph break.
     loss = torch.where(valid, loss, torch.zeros_like(loss))
     return loss.sum() / valid.sum().clamp_min(1)
-
-
-class CrossModalTripletLoss(nn.Module):
-    """Module form of :func:`cross_modal_triplet_loss`."""
-
-    def __init__(self, margin: float = 0.3, normalize: bool = False) -> None:
-        super().__init__()
-        self.margin = margin
-        self.normalize = normalize
-
-    def forward(self, features, pids, modalities):
-        return cross_modal_triplet_loss(features, pids, modalities, self.margin, self.normalize)
-
-    def extra_repr(self) -> str:
-        return f"margin={self.margin}, normalize={self.normalize}"

@@ -1,7 +1,7 @@
 """CSET: two modality-specific ViT encoders, similarity exchange, cross attention and MHGA.
 
-Paper section 3 and Figure 1, with the decisions the paper leaves open made as in DESIGN.md
-section 2:
+Paper section 3 and Figure 1, with the decisions the paper leaves open made as in
+docs/design.md ("The model, and the decisions the paper leaves open"):
 
 * **Clean and mixed streams.** The clean stream of each modality runs every block of its own
   encoder. At the first block index in ``se_layers`` the similarity exchange swaps the most
@@ -21,7 +21,7 @@ section 2:
   token graph, wrapped with a residual and a LayerNorm; its mean-pooled output is the graph
   feature. At inference the graph is the ``N`` tokens of the single image. In training it is
   the same by default; ``mhga_pair_graph=True`` uses the ``2N`` tokens of the aligned pair
-  instead (DESIGN.md's reading), which lets each image see its partner -- a shortcut that
+  instead (the paper's ``2N`` nodes), which lets each image see its partner -- a shortcut that
   inference does not have and that we measured to hurt retrieval.
 * **Output.** The clean class token (after the encoder's final norm), concatenated with the
   graph feature when MHGA is on, goes through a BNNeck; the L2-normalised BatchNorm output is
@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from csetgraph.config import PAPER_STRENGTHS
-from csetgraph.data.records import DIRECTIONS, MODALITIES
+from csetgraph.data.records import MODALITIES
 from csetgraph.errors import ConfigError
 from csetgraph.graph import (
     batch_token_graphs,
@@ -58,8 +58,8 @@ from csetgraph.graph import (
 )
 from csetgraph.models.encoder import ViTEncoder
 from csetgraph.nn import DenseMHGAConv, MHGAConv, SimilarityExchange
+from csetgraph.nn.exchange import SE_DIRECTIONS
 
-SE_DIRECTIONS = ("none", *DIRECTIONS, "both")  # the shared "<query>2<gallery>" names
 MHGA_GRAPHS = ("complete", "local")
 MHGA_LAYERS = ("dense", "message_passing")
 
@@ -319,7 +319,7 @@ class CSET(nn.Module):
         mhga_enabled, mhga_heads, mhga_strengths, mhga_learn_strengths, mhga_adjacency,
             mhga_graph, mhga_layer: the graph branch (see :class:`MHGABranch`).
         mhga_pair_graph: in training, one graph over the ``2N`` tokens of each aligned pair
-            (DESIGN.md's reading of the paper) instead of each image's own ``N``-token graph.
+            (the paper's ``2N`` nodes) instead of each image's own ``N``-token graph.
             Off by default: a pair graph lets every training image see its partner of the same
             identity, a shortcut that inference (one image, no partner) does not have; on the
             synthetic data it took Rank-1 from 6.7% (no MHGA) down to 1.4%.

@@ -14,7 +14,8 @@ from torch import Tensor
 
 from csetgraph.graph.similarity import select_exchange_edges, similarity_scores
 
-_DIRECTIONS = ("i2v", "v2i", "both", "none")
+#: ``model.se.direction``: ``i2v`` infrared tokens receive, ``v2i`` visible ones, or both.
+SE_DIRECTIONS = ("none", "i2v", "v2i", "both")
 
 
 class ExchangeEdges(NamedTuple):
@@ -89,8 +90,8 @@ class SimilarityExchange(torch.nn.Module):
         num_special_tokens: int = 1,
     ):
         super().__init__()
-        if direction not in _DIRECTIONS:
-            raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
+        if direction not in SE_DIRECTIONS:
+            raise ValueError(f"direction must be one of {SE_DIRECTIONS}, got {direction!r}")
         if not 0.0 <= ratio <= 1.0:
             raise ValueError(f"ratio must lie in [0, 1], got {ratio}")
         if not 0.0 <= alpha <= 1.0:

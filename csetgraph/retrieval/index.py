@@ -45,7 +45,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import tempfile
 import threading
 import time
 import zlib
@@ -63,6 +62,7 @@ from csetgraph.errors import (
     UserError,
     missing_dependency,
 )
+from csetgraph.files import write_atomic
 
 KINDS = ("flat", "ivf", "hnsw")
 REQUIRED_KEYS = ("path", "pid", "camid", "modality")
@@ -88,20 +88,6 @@ def _faiss():
     except ImportError as err:
         raise missing_dependency("faiss-cpu", "deploy") from err
     return faiss
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -782,6 +768,11 @@ class GalleryIndex(ManifestChecks):
                 f"the index in {str(folder)!r} is corrupt ({err}); rebuild it with "
                 "`csetgraph index`"
             ) from err
+        if not 1 <= manifest.version <= FORMAT_VERSION:
+            raise IndexFolderError(
+                f"{str(folder)!r} holds an index of format version {manifest.version}; this "
+                f"csetgraph reads versions 1 to {FORMAT_VERSION}: rebuild it with `csetgraph index`"
+            )
         items = _items_from_file(folder, raw_items)
         faiss_ids = None
         if manifest.kind != "ivf":

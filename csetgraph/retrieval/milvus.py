@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from csetgraph.errors import ConfigError, IndexFolderError, IndexMismatchError, missing_dependency
+from csetgraph.files import write_atomic
 from csetgraph.retrieval.index import (
     REQUIRED_KEYS,
     GalleryItemError,
@@ -55,7 +56,6 @@ from csetgraph.retrieval.index import (
     prepare_queries,
     read_manifest_and_items,
     utc_now,
-    write_atomic,
 )
 
 ENGINE = "milvus"

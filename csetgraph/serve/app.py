@@ -41,7 +41,7 @@ from typing import Annotated, Any
 
 from PIL import Image, UnidentifiedImageError
 
-from csetgraph.data.records import MODALITIES, Record, load_image
+from csetgraph.data.records import MODALITIES, Record, load_image, other_modality
 from csetgraph.deploy.searcher import UPLOADS, GallerySearcher
 from csetgraph.errors import CorruptImageError, UserError, missing_dependency
 from csetgraph.retrieval import GalleryItemError
@@ -443,13 +443,13 @@ def query_examples(searcher: GallerySearcher, limit: int = 48) -> list[Record]:
     Spread over identities (one image per identity in turn) so the first few already show
     several people. An index built from a plain folder has none.
     """
-    from csetgraph.deploy.gallery import other, split_records
+    from csetgraph.deploy.gallery import split_records
 
     source = searcher.index.manifest.source
     modality = searcher.index.manifest.preprocess.get("modality")
     if "split" not in source or modality not in MODALITIES or limit <= 0:
         return []
-    records = split_records(searcher.embedder, source["split"], modality)[other(modality)]
+    records = split_records(searcher.embedder, source["split"], modality)[other_modality(modality)]
     by_pid: dict[int, list[Record]] = {}
     for rec in records:
         by_pid.setdefault(rec.pid, []).append(rec)

@@ -57,7 +57,7 @@ def retrieval_set(
             f"the {ds.NAME} protocol has the directions {', '.join(ds.DIRECTIONS)}; "
             f"got --direction {direction}"
         )
-    trials = ds.eval_trials(trial + 1, cfg.data.trial)
+    trials = ds.eval_trials(num_trials=trial + 1, data_trial=cfg.data.trial)
     number = trials[min(trial, len(trials) - 1)]
     # SYSU-MM01's rows are its search modes (the table's test_split takes mode= there only).
     options = {"mode": mode} if ds.PROTOCOL == "sysu" else {}

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from csetgraph.config import DataConfig
 from csetgraph.data.build import build_train_data
-from csetgraph.data.datasets import PairedDataset
+from csetgraph.data.torch_datasets import PairedDataset
 from csetgraph.data.pipeline import build_train_loader
 from csetgraph.data.samplers import CrossModalityIdentitySampler
 from csetgraph.data.transforms import build_train_transform

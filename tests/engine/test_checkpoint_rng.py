@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from csetgraph.engine import checkpoint
+from csetgraph.engine import training_state as checkpoint
 
 
 class FakeCuda:

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from csetgraph.config import load_config
 from csetgraph.data.build import build_train_data
-from csetgraph.data.datasets import PairedDataset
+from csetgraph.data.torch_datasets import PairedDataset
 from csetgraph.data.transforms import build_train_transform
 from csetgraph.engine.trainer import build_sampler
 from csetgraph.losses import build_criterion

@@ -13,7 +13,7 @@ import torch
 from csetgraph.config import ConfigError, load_config
 from csetgraph.engine import NonFiniteLossError, atomic_save, load_checkpoint, train
 from csetgraph.engine import trainer as trainer_mod
-from csetgraph.engine.checkpoint import load_model_state
+from csetgraph.engine.training_state import load_model_state
 from csetgraph.errors import CheckpointError
 from csetgraph.losses import build_criterion
 

@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from csetgraph.config import ConfigError, load_config
-from csetgraph.engine import checkpoint as checkpoint_mod
 from csetgraph.engine import load_checkpoint, train
 from csetgraph.engine import trainer as trainer_mod
-from csetgraph.engine.run_folder import LOCK_NAME
+from csetgraph.engine import training_state as checkpoint_mod
+from csetgraph.engine.run_guard import LOCK_NAME
 from csetgraph.engine.trainer import Trainer
 from csetgraph.errors import CheckpointError, DatasetLayoutError, RunFolderError
 
@@ -189,11 +189,11 @@ class _FailingFile:
 def test_a_checkpoint_write_failing_midway_loses_nothing(copy_run, tiny_config, monkeypatch, code):
     last = copy_run / "checkpoints" / "last.pt"
     good, size = last.read_bytes(), last.stat().st_size
-    real_fdopen = os.fdopen
     monkeypatch.setattr(
-        checkpoint_mod.os,
-        "fdopen",
-        lambda fd, mode: _FailingFile(real_fdopen(fd, mode), size, code),
+        checkpoint_mod,
+        "open",
+        lambda name, mode: _FailingFile(open(name, mode), size, code),
+        raising=False,
     )
     asked = [f"train.resume={copy_run}", "train.epochs=2"]
     with pytest.raises(

@@ -3,7 +3,8 @@
 The fake model recognises each test image by its pixels: ``"onehot"`` embeds the image's
 identity as a one-hot vector (perfect retrieval), ``"random"`` gives each image its own
 random unit vector (chance level). The random case is checked against a per-query loop
-written here from DESIGN.md section 4, with scikit-learn's average precision.
+written here from docs/evaluation.md and docs/metrics.md, with scikit-learn's average
+precision.
 
 The data trees are the session fixtures of tests/conftest.py (RegDB and LLCM with 12 test
 ids, 3 images per camera).

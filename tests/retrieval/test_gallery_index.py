@@ -136,6 +136,21 @@ def test_bad_inputs(gallery, tmp_path):
         GalleryIndex.load(tmp_path / "x")
 
 
+def test_an_index_of_another_format_version_is_refused_by_name(gallery, tmp_path):
+    feats, meta, _ = gallery
+    folder = GalleryIndex.build(feats, meta).save(tmp_path / "x")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["version"] == 2  # what save writes today (1 still loads)
+    for version in (0, 3):
+        manifest["version"] = version
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(
+            IndexFolderError,
+            match=f"format version {version}; this csetgraph reads versions 1 to 2",
+        ):
+            GalleryIndex.load(folder)
+
+
 def test_manifest_camera_rule_applies_when_a_query_camera_is_given(gallery):
     feats, meta, queries = gallery
     camids = [m["camid"] for m in meta]

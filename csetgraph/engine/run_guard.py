@@ -27,6 +27,7 @@ from typing import Any
 
 from csetgraph.config import Config, config_from_dict, config_to_dict
 from csetgraph.errors import ConfigError, RunFolderError
+from csetgraph.files import write_atomic
 
 log = logging.getLogger("csetgraph")
 
@@ -219,9 +220,7 @@ def record_resume(run_dir: Path, epoch: int, changes: dict[str, list]) -> None:
     path = Path(run_dir) / "resumes.json"
     entries = json.loads(path.read_text()) if path.is_file() else []
     entries.append({"time": time.strftime("%Y-%m-%d %H:%M:%S"), "epoch": epoch, "changed": changes})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(entries, indent=2))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(entries, indent=2))
     for key, (old, new) in changes.items():
         log.info("resume changes %s: %r -> %r (config.yaml keeps the original)", key, old, new)
 

@@ -1,8 +1,8 @@
-"""Training checkpoints: atomic writes, ``weights_only`` reads, random-state capture.
+"""Training state (resumable checkpoints): atomic writes, ``weights_only`` reads, random states.
 
-A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed
-over the old one (``os.replace`` is atomic on POSIX and Windows), so a crash while writing
-leaves the previous checkpoint intact. Reads use ``torch.load(weights_only=True)``: no
+A checkpoint is written through :func:`csetgraph.files.atomic_path` (a temporary file in the
+same folder, flushed to disk, then renamed over the old one), so a crash while writing leaves
+the previous checkpoint intact. Reads use ``torch.load(weights_only=True)``: no
 arbitrary pickle is ever executed.
 
 Every checkpoint carries ``version`` (:data:`CHECKPOINT_VERSION`); a file from a newer csetgraph
@@ -13,15 +13,14 @@ can be evaluated but not resumed: resuming needs the optimiser, scheduler and ra
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from csetgraph.files import atomic_path
 from csetgraph.models.checkpoint import CheckpointError
 
 #: 1: the first format; 2: two optimiser parameter groups (decay / no decay) and "scaler".
@@ -32,19 +31,8 @@ RESUME_KEYS = ("optimizer", "scheduler", "epoch", "rng", "config")
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to ``path`` atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def rng_state() -> dict[str, Any]:
