@@ -184,7 +184,7 @@ SMOKE = Plan(
     instances=2,
     num_classes=8,
     warmup=1,
-    steps=2,
+    steps=1,
     loader_batches=2,
     loader_rounds=2,
     loader_workers=(0,),
@@ -198,7 +198,7 @@ SMOKE = Plan(
     images_per_camera=2,
     onnx_batch=3,
     compile_variants=("baseline",),
-    caps={s: 90 for s in SECTIONS},
+    caps={s: 240 for s in SECTIONS},  # safety limits; on an idle CPU it runs in seconds
 )
 
 
@@ -274,7 +274,7 @@ def orchestrate(args) -> int:
     plan = _plan(args)
     sections = _selected(args)
     caps = _caps(args, plan)
-    budget = args.budget or (120.0 if args.smoke else 450.0)
+    budget = args.budget or (600.0 if args.smoke else 450.0)
     out = Path(args.out)
     existing = [name for name in OUTPUT_FILES if (out / name).exists()]
     if existing and not args.overwrite:
@@ -651,6 +651,7 @@ class Section:
         self.deadline = min(self.started + cap, deadline)
         self.result: dict[str, Any] = {}
         self.checks: list[dict[str, Any]] = []
+        self.left_out: list[str] = []
         write_atomic(
             state / "current.json",
             json.dumps({"section": name, "started": self.started, "cap": cap}).encode(),
@@ -659,6 +660,11 @@ class Section:
     def left(self) -> float:
         """Seconds until this section should wrap up (its cap or the run's budget)."""
         return self.deadline - time.time()
+
+    def out_of_time(self, what: str) -> dict[str, str]:
+        """Note a part left out for lack of time (the section then ends "incomplete")."""
+        self.left_out.append(what)
+        return {"skipped": "out of time"}
 
     def check(self, name: str, passed: bool, detail: str) -> None:
         self.checks.append({"name": name, "passed": bool(passed), "detail": detail})
@@ -778,7 +784,10 @@ def run_worker(args) -> int:
             section.save("error", f"{type(err).__name__}: {err}".strip())
             _free(ctx)
             continue
-        section.save("ok")
+        if section.left_out:
+            section.save("incomplete", f"out of time before: {', '.join(section.left_out)}")
+        else:
+            section.save("ok")
         _free(ctx)
     return 0
 
@@ -1088,7 +1097,7 @@ def section_recipe(ctx: Context, sec: Section) -> None:
     for i, (name, amp) in enumerate(jobs):
         key = f"{name}/{'bf16' if amp == 'bf16' else 'fp32'}"
         if sec.left() < 3:
-            runs[key] = {"skipped": "out of time"}
+            runs[key] = sec.out_of_time(key)
             continue
         if ctx.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(ctx.device)
@@ -1120,7 +1129,7 @@ def section_compile(ctx: Context, sec: Section) -> None:
     for name in ctx.plan.compile_variants:
         key = f"{name}/bf16"
         if sec.left() < 5:
-            runs[key] = {"skipped": "out of time"}
+            runs[key] = sec.out_of_time(key)
             continue
         torch._dynamo.reset()
         if ctx.device.type == "cuda":
@@ -1178,7 +1187,7 @@ def section_loader(ctx: Context, sec: Section) -> None:
     by = sec.result.setdefault("by_workers", {})
     for workers in p.loader_workers:
         if sec.left() < 5:
-            by[str(workers)] = {"skipped": "out of time"}
+            by[str(workers)] = sec.out_of_time(f"{workers} workers")
             continue
         cfg = dataclasses.replace(base, num_workers=workers)
         loaders = bl.make_loaders(cfg, data, ctx.device, p.loader_batches)
@@ -1209,7 +1218,7 @@ def section_loader_wait(ctx: Context, sec: Section) -> None:
     paths = sec.result.setdefault("paths", {})
     for i, name in enumerate(PIPELINES):
         if sec.left() < 5:
-            paths[name] = {"skipped": "out of time"}
+            paths[name] = sec.out_of_time(name)
             continue
         model, step = _trainer_parts(ctx, cfg, amp)
         mean, std = input_stats(model, cfg)
@@ -1288,6 +1297,8 @@ def _wait_share(ctx: Context, loader, step, stop: float) -> dict:
         "total_s": total,
         "wait_share": waited / total,
         "window_steps": m,
+        "window_loader_s": with_loader,
+        "window_memory_s": in_memory,
         "images_per_s_loader": ips_loader,
         "images_per_s_memory": ips_memory,
         "throughput_lost": max(0.0, 1 - ips_loader / ips_memory),
@@ -1322,7 +1333,8 @@ def section_inference(ctx: Context, sec: Section) -> None:
     models = {}
     for i, (name, amp, batch) in enumerate(jobs):
         if sec.left() < 2:
-            break
+            sec.out_of_time(f"{name}/{amp}/batch {batch}")
+            continue
         if name not in models:
             torch.manual_seed(0)
             models[name] = build_model(variants[name].model, p.num_classes, size)

@@ -15,8 +15,6 @@ from csetgraph.data.build import build_train_data
 from csetgraph.data.pipeline import batch_seed, build_train_loader
 from csetgraph.data.samplers import CrossModalityIdentitySampler
 
-pytestmark = pytest.mark.cuda
-
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PAPER_AUGMENTATION = dict(pad=4, flip_prob=0.5, erasing_prob=0.5, grayscale_prob=0.2)
 CASES = [("tensor", 0), ("tensor", 2), ("pil", 0), ("pil", 2)]
@@ -49,13 +47,14 @@ def epoch(loader, number):
     return list(loader)
 
 
+@pytest.mark.cuda
 @pytest.mark.parametrize(("pipeline", "workers"), CASES)
 def test_batches_are_pinned_and_copied_non_blocking(setup, cuda, monkeypatch, pipeline, workers):
     cfg, data = setup
     cfg = dataclasses.replace(cfg, pipeline=pipeline, num_workers=workers)
     loader = loader_for(cfg, data, cuda)
     assert loader.loader.pin_memory
-    raw = next(iter(loader.loader))
+    raw = next(iter(loader_for(cfg, data, cuda).loader))  # what the DataLoader hands over
     host = [t for t in raw if isinstance(t, torch.Tensor)]
     assert host and all(t.is_pinned() for t in host)
     copies = []
@@ -75,6 +74,7 @@ def test_batches_are_pinned_and_copied_non_blocking(setup, cuda, monkeypatch, pi
     assert all(pinned and non_blocking for pinned, non_blocking in copies), copies
 
 
+@pytest.mark.cuda
 def test_a_pinned_non_blocking_copy_returns_while_the_gpu_is_busy(cuda):
     src = torch.randint(0, 255, (64, 3, 256, 128), dtype=torch.uint8).pin_memory()  # a batch
     torch.cuda.synchronize(cuda)
@@ -88,6 +88,7 @@ def test_a_pinned_non_blocking_copy_returns_while_the_gpu_is_busy(cuda):
     assert torch.equal(dst.cpu(), src)
 
 
+@pytest.mark.cuda
 def test_the_gpu_executes_the_cpu_paths_draws_to_the_same_batch(setup, cuda):
     """The CPU path draws each batch's augmentation from a CPU generator seeded with the
     batch's seed and applies it image by image; the GPU's batched ops, given those draws,
@@ -112,6 +113,7 @@ def test_the_gpu_executes_the_cpu_paths_draws_to_the_same_batch(setup, cuda):
     assert compared == len(cpu_batches) > 0
 
 
+@pytest.mark.cuda
 def test_the_gpu_loader_draws_from_each_batchs_seed_on_the_device(setup, cuda):
     """On a GPU the draws come from a CUDA generator seeded with the batch's seed: the batches
     are reproducible and do not depend on the worker count (CUDA's random stream is not the

@@ -18,8 +18,6 @@ from csetgraph.graph import select_exchange_edges, similarity_scores
 from csetgraph.losses import build_criterion, cross_modal_triplet_loss
 from csetgraph.models import build_model
 
-pytestmark = pytest.mark.cuda
-
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 #: The SYSU-MM01 recipe (SE after every block, CA, MHGA, drop path, dropout) shrunk to seconds.
 SHRUNK_SYSU = [
@@ -46,6 +44,7 @@ def large_tokens(device, seed=0):
     return x.to(device), y.to(device)
 
 
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", AUTOCAST_DTYPES)
 def test_se_selection_under_cuda_autocast_equals_fp32_and_the_cpu(cuda, dtype):
     x_recv, x_send = large_tokens(cuda)
@@ -67,6 +66,7 @@ def test_se_selection_under_cuda_autocast_equals_fp32_and_the_cpu(cuda, dtype):
     assert torch.equal(edges.cpu(), cpu_edges)
 
 
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", AUTOCAST_DTYPES)
 def test_triplet_under_cuda_autocast_equals_fp32_and_the_cpu(cuda, dtype):
     g = torch.Generator().manual_seed(1)
@@ -118,6 +118,7 @@ def receivers(out) -> list[set[int]]:
     ]
 
 
+@pytest.mark.cuda
 def test_a_bf16_step_on_cuda_is_finite_and_close_to_fp32(cuda):
     _, model, criterion, batch = shrunk_parts(cuda)
     out32, loss32, terms32 = forward_loss(model, criterion, batch, "off", cuda)
@@ -150,6 +151,7 @@ def test_a_bf16_step_on_cuda_is_finite_and_close_to_fp32(cuda):
     assert torch.nn.functional.cosine_similarity(g16.float(), g32, dim=0) > 0.99
 
 
+@pytest.mark.cuda
 def test_fp32_on_cuda_matches_the_cpu(cuda):
     _, model, criterion, batch = shrunk_parts(cuda)
     out, _, terms = forward_loss(model.eval(), criterion, batch, "off", cuda)
@@ -166,6 +168,7 @@ def test_fp32_on_cuda_matches_the_cpu(cuda):
         torch.testing.assert_close(terms[name].cpu(), cpu_terms[name], rtol=5e-3, atol=5e-3)
 
 
+@pytest.mark.cuda
 def test_device_auto_trains_and_evaluates_on_the_first_gpu(tiny_config, tmp_path):
     cfg = load_config(None, tiny_config(tmp_path, "auto", "train.device=auto", "eval.trials=1"))
     out = train(cfg, progress=False)
