@@ -228,6 +228,13 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="torch.compile backend (default: inductor; smoke: eager)",
     )
+    parser.add_argument(
+        "--caps-scale",
+        type=float,
+        default=1.0,
+        help="multiply every section's time cap (a slow machine: the CPU run)",
+    )
+    parser.add_argument("--steps", type=int, default=0, help="timed training steps per run")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier result")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -239,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plan(args) -> Plan:
-    return SMOKE if args.smoke else FULL
+    plan = SMOKE if args.smoke else FULL
+    if getattr(args, "steps", 0):
+        plan = dataclasses.replace(plan, steps=args.steps)
+    return plan
 
 
 def _selected(args) -> list[str]:
@@ -254,7 +264,11 @@ def _selected(args) -> list[str]:
 
 
 def _caps(args, plan: Plan) -> dict[str, float]:
-    caps = dict(plan.caps)
+    if not args.caps_scale > 0:
+        raise ConfigError(f"--caps-scale must be > 0, got {args.caps_scale}")
+    if args.steps < 0:
+        raise ConfigError(f"--steps must be >= 1 (0: the plan's), got {args.steps}")
+    caps = {name: cap * args.caps_scale for name, cap in plan.caps.items()}
     for item in args.section_cap:
         name, _, value = item.partition("=")
         try:
@@ -331,6 +345,7 @@ def _run_worker_once(args, pending, caps, start, budget, log, report, out) -> se
     cmd += ["--worker-sections", ",".join(pending), "--work", args.work, "--out", args.out]
     cmd += ["--device", args.device, "--compile-backend", args.compile_backend]
     cmd += ["--smoke"] if args.smoke else []
+    cmd += ["--steps", str(args.steps)] if args.steps else []
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -339,9 +354,22 @@ def _run_worker_once(args, pending, caps, start, budget, log, report, out) -> se
     env["GPU_CHECK_CAPS"] = json.dumps(caps)
     env["GPU_CHECK_DEADLINE"] = repr(time.time() + budget - (time.monotonic() - start))
     log.flush()
+    (state / "current.json").unlink(missing_ok=True)  # an earlier worker's section
+    # Its own process group, so that a kill takes what it started too (pytest, loader workers);
+    # not its own session, so that it still ends with the command that started this check.
     proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=os.setpgrp
     )
+    try:
+        return _watch(proc, args, pending, start, budget, report, out)
+    except BaseException:
+        _kill(proc)
+        raise
+
+
+def _watch(proc, args, pending, start, budget, report, out) -> set[str]:
+    """Merge the worker's results as they come; kill it when a section outruns its cap."""
+    state = Path(args.work) / "state"
     settled: set[str] = set()
     killed_for = None
     written = None
@@ -456,9 +484,9 @@ def _finalise(report: dict) -> None:
     recipe = report["sections"].get("recipe", {}).get("result", {}).get("runs", {})
     compiled = report["sections"].get("compile", {}).get("result", {}).get("runs", {})
     derived = {}
-    base = recipe.get("baseline/bf16")
+    base = recipe.get("baseline/bf16", {})
     for key, run in recipe.items():
-        if base and key.endswith("/bf16") and run.get("step_ms_median"):
+        if base.get("step_ms_median") and key.endswith("/bf16") and run.get("step_ms_median"):
             derived[f"{key} step x baseline"] = run["step_ms_median"] / base["step_ms_median"]
     for key, run in compiled.items():
         eager = recipe.get(key)
@@ -511,7 +539,10 @@ def render_table(report: dict) -> str:
         result = secs[name].get("result")
         if body and result:
             lines += ["", f"## {name}", ""]
-            lines += body(result)
+            try:
+                lines += body(result)
+            except Exception as err:  # a partial result must not cost the whole report
+                lines.append(f"(no table: {type(err).__name__}: {err})")
         checks = secs[name].get("checks") or []
         if checks:
             lines += ["", "| check | passed | detail |", "|---|---|---|"]
@@ -769,6 +800,7 @@ def run_worker(args) -> int:
     caps = json.loads(os.environ.get("GPU_CHECK_CAPS", "{}")) or _plan(args).caps
     deadline = float(os.environ.get("GPU_CHECK_DEADLINE", time.time() + 3600))
     names = [s for s in args.worker_sections.split(",") if s]
+    _exit_with_parent()
     if "data" in names:
         ctx.start_data()
     for name in names:
@@ -790,6 +822,18 @@ def run_worker(args) -> int:
             section.save("ok")
         _free(ctx)
     return 0
+
+
+def _exit_with_parent() -> None:
+    """End this worker if the check that started it is gone (killed, interrupted)."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _free(ctx: Context) -> None:
