@@ -189,3 +189,32 @@ def test_device_auto_trains_and_evaluates_on_the_first_gpu(tiny_config, tmp_path
                            progress=False)  # fmt: skip
     cpu = extract_features(model.to("cpu"), records, "ir", transform=tf, amp="off", progress=False)
     assert torch.nn.functional.cosine_similarity(gpu.cpu(), cpu, dim=1).min() > 0.999
+
+
+@pytest.mark.cuda
+def test_fp16_steps_through_the_grad_scaler_on_cuda(cuda):
+    """``train.amp=fp16`` (GPUs without native bf16): steps the scaler skips after an overflow
+    leave the weights alone; the others update them, with finite losses throughout."""
+    _, model, criterion, (vis, ir, pids) = shrunk_parts(cuda)
+    amp_ctx, scaler = autocast_context("fp16", cuda)
+    assert isinstance(scaler, torch.amp.GradScaler)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    updated = 0
+    for _ in range(12):
+        before = [p.detach().clone() for p in model.parameters()]
+        scale = scaler.get_scale()
+        with amp_ctx:
+            loss, _ = criterion(model(vis, ir), pids)
+        assert torch.isfinite(loss)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        changed = any(
+            not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True)
+        )
+        skipped = scaler.get_scale() < scale  # the scale halves after an overflow
+        assert changed != skipped
+        updated += changed
+    assert updated >= 3
+    assert all(torch.isfinite(p).all() for p in model.parameters())
