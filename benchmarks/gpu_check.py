@@ -538,16 +538,20 @@ def render_table(report: dict) -> str:
     for name in report["order"]:
         body = _SECTION_TABLES.get(name)
         result = secs[name].get("result")
+        checks = secs[name].get("checks") or []
+        if (body and result) or checks:
+            lines += ["", f"## {name}"]
         if body and result:
-            lines += ["", f"## {name}", ""]
+            lines.append("")
             try:
                 lines += body(result)
             except Exception as err:  # a partial result must not cost the whole report
                 lines.append(f"(no table: {type(err).__name__}: {err})")
-        checks = secs[name].get("checks") or []
         if checks:
             lines += ["", "| check | passed | detail |", "|---|---|---|"]
-            lines += [f"| {c['name']} | {c['passed']} | {c['detail']} |" for c in checks]
+            lines += [
+                f"| {c['name']} | {c['passed']} | {c['detail'].replace('|', '/')} |" for c in checks
+            ]
     if report.get("derived"):
         lines += ["", "## derived", "", "| ratio | value |", "|---|---|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in report["derived"].items()]
