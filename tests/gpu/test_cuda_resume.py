@@ -11,7 +11,7 @@ import torch
 from csetgraph.config import load_config
 from csetgraph.engine import train
 from csetgraph.engine import trainer as trainer_mod
-from csetgraph.engine.checkpoint import rng_state, set_rng_state
+from csetgraph.engine.training_state import rng_state, set_rng_state
 
 pytestmark = pytest.mark.cuda
 
