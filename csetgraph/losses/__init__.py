@@ -3,11 +3,13 @@
 from csetgraph.losses.build import build_criterion
 from csetgraph.losses.distillation import CrossDistillationLoss, cross_distillation_loss
 from csetgraph.losses.identity import IdentityLoss, identity_loss
-from csetgraph.losses.total import CSETLoss
+from csetgraph.losses.total import CSETLoss, LossStats
 from csetgraph.losses.triplet import (
     CrossModalTripletLoss,
+    TripletStats,
     cross_modal_triplet_loss,
     squared_euclidean,
+    triplet_statistics,
 )
 
 __all__ = [
@@ -15,9 +17,12 @@ __all__ = [
     "CrossDistillationLoss",
     "CrossModalTripletLoss",
     "IdentityLoss",
+    "LossStats",
+    "TripletStats",
     "build_criterion",
     "cross_distillation_loss",
     "cross_modal_triplet_loss",
     "identity_loss",
     "squared_euclidean",
+    "triplet_statistics",
 ]
