@@ -31,10 +31,16 @@ are the module constants below; docs/training.md ("Mechanism health") explains t
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch only for annotations: `csetgraph inspect` needs no torch
+    import torch
 
-from csetgraph.models.health import TRIPLET_FEATURES
+#: What the triplet loss trains, by :attr:`csetgraph.models.health.ModelHealth.triplet_feature`.
+TRIPLET_FEATURES = {
+    "heads": "the W' heads of the clean and mixed class tokens",
+    "neck": "the neck input (the retrieval feature before its BatchNorm)",
+}
 
 #: Receiving modality -> the SE direction that exchanges into it.
 _DIRECTION_OF = {"vis": "v2i", "ir": "i2v"}
@@ -54,8 +60,11 @@ SE_CLASS_COSINE = 0.98
 CA_UNIFORM = 0.9
 #: Distillation / cross-entropy ratio below which CA has little to distil.
 CA_DISTILL_RATIO = 0.05
-#: Triplet term, as a share of its margin, at or above which the triplet loss is stuck.
+#: Triplet term, as a share of its margin, from which the triplet loss sits at its margin
+#: (stuck: eq. 9 gives little signal) ...
 TRIPLET_STUCK = 0.9
+#: ... up to this share; above it hardest positives are farther than hardest negatives.
+TRIPLET_OPEN = 1.1
 #: MHGA: every relation's mass within this factor of its uniform share = no preference.
 MHGA_UNIFORM = 0.1
 
@@ -162,21 +171,23 @@ def mechanisms_section(history: list[dict], static: dict) -> dict:
         "static": static,
         "epochs": history,
         "last": last,
-        "verdicts": [list(v) for v in verdicts(last, static)],
+        "verdicts": [
+            {"mechanism": m, "level": lv, "findings": f} for m, lv, f in verdicts(last, static)
+        ],
     }
 
 
-def verdicts(means: dict[str, float], static: dict) -> list[tuple[str, str, str]]:
-    """A plain-language verdict per mechanism present: ``(mechanism, level, text)``.
+def verdicts(means: dict[str, float], static: dict) -> list[tuple[str, str, list[str]]]:
+    """A plain-language verdict per mechanism present: ``(mechanism, level, findings)``.
 
-    ``level`` is one of :data:`LEVELS`; the text names the numbers that decided it.
+    ``level`` is the worst of :data:`LEVELS` among the findings; ``findings`` are sentences
+    naming the numbers that decided them, worst first (so the first says why the level).
     """
     out = []
     for mechanism, judge in (("SE", _se), ("CA", _ca), ("triplet", _triplet), ("MHGA", _mhga)):
-        found = judge(means, static)
+        found = sorted(judge(means, static), key=lambda f: -LEVELS.index(f[0]))  # stable
         if found:
-            level = max((lv for lv, _ in found), key=LEVELS.index)
-            out.append((mechanism, level, "; ".join(text for _, text in found)))
+            out.append((mechanism, found[0][0], [text for _, text in found]))
     return out
 
 
@@ -185,7 +196,7 @@ def _se(means: dict[str, float], static: dict) -> list[tuple[str, str]]:
     for key, block, d in _se_exchanges(means):
         same = means[f"{key}/same_position"]
         tokens = means[f"{key}/tokens_per_image"]
-        where = f"{d} after block {block}, {tokens:.3g} tokens per image"
+        where = f"{d} after block {block} ({tokens:.3g} tokens per image)"
         if same >= SE_COPY:
             text = f"{100 * same:.0f}% of exchanges are same-position: "
             text += "the exchange is a positional copy"
@@ -266,16 +277,27 @@ def _triplet(means: dict[str, float], static: dict) -> list[tuple[str, str]]:
         f"trains {feature}; {100 * active:.0f}% of triplets active, "
         f"hardest positive {pos:.3f} vs negative {neg:.3f}"
     )
-    if margin and loss >= TRIPLET_STUCK * margin:
+    if not margin:
+        return [("alive", text)]
+    share = loss / margin
+    where = f"the term is {share:.2f}x its margin ({loss:.3f} vs {margin:g})"
+    if share > TRIPLET_OPEN:
+        return [
+            (
+                "weak",
+                f"{text}; {where}: hardest positives lie farther than hardest negatives, the "
+                "cross-modal ranking is not learnt",
+            )
+        ]
+    if share >= TRIPLET_STUCK:
         return [
             (
                 "degenerate",
-                f"{text}; the term sits at {loss / margin:.2f}x its margin ({loss:.3f} vs "
-                f"{margin:g}): positives are as far as negatives, eq. 9 gives little signal",
+                f"{text}; {where}: it sits at its margin, hardest positives as far as hardest "
+                "negatives, so eq. 9 gives little signal",
             )
         ]
-    detail = f"; the term is {loss / margin:.2f}x its margin" if margin else ""
-    return [("alive", text + detail)]
+    return [("alive", f"{text}; {where}")]
 
 
 def _mhga(means: dict[str, float], static: dict) -> list[tuple[str, str]]:
@@ -299,6 +321,7 @@ def _mhga(means: dict[str, float], static: dict) -> list[tuple[str, str]]:
 __all__ = [
     "LEVELS",
     "RELATIONS",
+    "TRIPLET_FEATURES",
     "mechanisms_section",
     "static_info",
     "step_statistics",
