@@ -19,6 +19,7 @@ class LossStats(NamedTuple):
     """What the loss measures about the mechanisms it trains (``return_stats=True``)."""
 
     triplet: TripletStats
+    head_triplet: TripletStats | None = None  # the W' rows' term when it joins the image rows
 
 
 class CSETLoss(nn.Module):

@@ -9,10 +9,11 @@ import math
 import pytest
 import torch
 
+from csetgraph.config import load_config
 from csetgraph.engine import health as mech
 from csetgraph.engine.trainer import _Window
-from csetgraph.losses import CSETLoss
-from csetgraph.models import CSET
+from csetgraph.losses import build_criterion
+from csetgraph.models import build_model
 from csetgraph.visualization import read_scalars
 
 STATIC = {"triplet_margin": 0.3, "triplet_feature": "heads", "num_classes": 32}
@@ -129,26 +130,41 @@ def test_summary_line_and_section():
     assert [v["level"] for v in section["verdicts"]] == ["alive"] * 4
 
 
-def test_step_statistics_names_every_statistic():
+def test_step_statistics_names_every_statistic(tiny_overrides):
     torch.manual_seed(0)
-    model = CSET(4, backbone="vit_tiny_patch16_224", img_size=(32, 16), embed_dim=32, depth=3,
-                 num_heads=2, se_direction="both", se_layers=(0, 1), se_ratio=0.5,
-                 ca_enabled=True, ca_heads=2, mhga_enabled=True, mhga_heads=2)  # fmt: skip
+    cfg = load_config(None, [*tiny_overrides, "model.depth=3", "model.se.layers=[0, 1]"])
+    model = build_model(cfg.model, 4, (32, 16))
     out = model(torch.randn(2, 3, 32, 16), torch.randn(2, 3, 32, 16))
     pids = torch.tensor([0, 1, 0, 1])
-    _, terms, loss_stats = CSETLoss()(out, pids, return_stats=True)
+    _, terms, loss_stats = build_criterion(cfg.loss)(out, pids, return_stats=True)
     flat = mech.step_statistics(out, terms, loss_stats)
     se = {f"se/block{b}/{d}/{s}" for b in (0, 1) for d in ("i2v", "v2i")
           for s in ("tokens_per_image", "a_diagonal", "same_position", "mean_score")}  # fmt: skip
     others = {"se/i2v/class_cosine", "se/v2i/class_cosine", "ca/entropy", "ca/distill", "ca/ce",
               "triplet/loss", "triplet/active", "triplet/pos_dist", "triplet/neg_dist"}  # fmt: skip
     mhga = {f"mhga/{p}{r}" for p in ("", "uniform_") for r in mech.RELATIONS}
-    assert set(flat) == se | others | mhga
-    assert flat["ca/ce"] is not terms["ce"] and flat["ca/ce"].item() == terms["ce"].item()
+    heads = {f"triplet_heads/{s}" for s in ("loss", "active", "pos_dist", "neg_dist")}
+    expected = se | others | mhga | (heads if loss_stats.head_triplet is not None else set())
+    assert set(flat) == expected
+    assert flat["ca/ce"].item() == terms["ce"].item()
+    assert flat["triplet/loss"].item() == terms["tri"].item()
+    assert flat["triplet/active"].item() == loss_stats.triplet.active.item()
     assert flat["se/i2v/class_cosine"].item() == out.health.class_cosine["ir"].item()
     assert all(v.dim() == 0 and not v.requires_grad for v in flat.values())
-    assert mech.static_info(out, 0.3) == {"triplet_margin": 0.3, "triplet_feature": "heads",
-                                           "num_classes": 4, "se_layers": [0, 1]}  # fmt: skip
+    static = mech.static_info(out, 0.3)
+    assert static["triplet_feature"] in mech.TRIPLET_FEATURES
+    assert static | {"triplet_feature": "x"} == {
+        "triplet_margin": 0.3, "triplet_feature": "x", "num_classes": 4, "se_layers": [0, 1],
+    }  # fmt: skip
+
+
+def test_a_second_triplet_term_on_the_heads_is_named_and_judged():
+    means = stats(**{f"triplet_heads__{k}": v for k, v in
+                     dict(loss=0.3, active=1.0, pos_dist=0.6, neg_dist=0.6).items()})  # fmt: skip
+    lv, findings = verdict(means, mech.HEADS)
+    assert lv == "degenerate" and "trains the W' heads" in findings[0]
+    assert verdict(means, "triplet")[0] == "alive"
+    assert "tri_heads active 100% d+ 0.600 d- 0.600" in mech.summary_line(means)
 
 
 def test_window_reads_loss_terms_and_health_in_one_go():
