@@ -195,9 +195,9 @@ def test_tiny_run_writes_the_mechanisms_everywhere(tiny_run):
     assert sum(s[f"mhga/{r}"] for r in mech.RELATIONS) == pytest.approx(1.0, rel=1e-5)
     classes = section["static"]["num_classes"]
     assert 0 < s["ca/entropy"] <= math.log(classes) + 1e-5
-    assert section["static"]["triplet_feature"] == "heads"
+    assert section["static"]["triplet_feature"] in mech.TRIPLET_FEATURES
     assert section["static"]["triplet_margin"] == tiny_run["cfg"].loss.margin
-    assert {v["mechanism"] for v in section["verdicts"]} == {"SE", "CA", "triplet", "MHGA"}
+    assert {"SE", "CA", "triplet", "MHGA"} <= {v["mechanism"] for v in section["verdicts"]}
     # log.txt: one summary line for the epoch, the same numbers rounded.
     lines = [ln for ln in (run / "log.txt").read_text().splitlines() if " mechanisms 1/1 | " in ln]
     assert len(lines) == 1 and lines[0].endswith(mech.summary_line(s))
