@@ -210,3 +210,22 @@ def test_tiny_run_writes_the_mechanisms_everywhere(tiny_run):
     assert loss_values.tolist() == pytest.approx(values.tolist(), rel=1e-6)
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["mechanisms"]["epochs"] == section["epochs"]
+
+
+@pytest.mark.slow  # about 15 s; it runs in the default suite and CI
+def test_the_statistics_compile_without_a_graph_break(tiny_overrides):
+    """``train.compile``: forward, loss with its statistics and their flattening, one graph."""
+    cfg = load_config(None, [*tiny_overrides, "model.mhga.layer=message_passing"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 4, (32, 16)).train()
+    criterion = build_criterion(cfg.loss)
+
+    def step(vis, ir, pids):
+        out = model(vis, ir)
+        loss, terms, loss_stats = criterion(out, pids, return_stats=True)
+        return loss, mech.step_statistics(out, terms, loss_stats)
+
+    torch._dynamo.reset()
+    vis, ir = torch.randn(4, 3, 32, 16), torch.randn(4, 3, 32, 16)
+    explained = torch._dynamo.explain(step)(vis, ir, torch.tensor([0, 0, 1, 1] * 2))
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
