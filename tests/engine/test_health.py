@@ -229,3 +229,40 @@ def test_the_statistics_compile_without_a_graph_break(tiny_overrides):
     vis, ir = torch.randn(4, 3, 32, 16), torch.randn(4, 3, 32, 16)
     explained = torch._dynamo.explain(step)(vis, ir, torch.tensor([0, 0, 1, 1] * 2))
     assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA device: host synchronisation is a CUDA notion",
+)
+def test_a_training_step_with_its_statistics_never_waits_for_the_device(tiny_overrides):
+    """``torch.cuda.set_sync_debug_mode("error")`` raises on any synchronising call: a whole
+    step (forward, loss with statistics, backward, Adam) and the window's sums must make none."""
+    cfg = load_config(None, tiny_overrides)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 4, (32, 16)).to("cuda").train()
+    criterion = build_criterion(cfg.loss)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    vis, ir = torch.randn(4, 3, 32, 16, device="cuda"), torch.randn(4, 3, 32, 16, device="cuda")
+    pids = torch.tensor([0, 0, 1, 1] * 2, device="cuda")
+    window = _Window()
+
+    def step():
+        out = model(vis, ir)
+        loss, terms, loss_stats = criterion(out, pids, return_stats=True)
+        health = mech.step_statistics(out, terms, loss_stats)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        window.add(loss.detach(), {k: v.detach() for k, v in terms.items()}, health)
+
+    step()  # the first step allocates and initialises the optimiser state
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    loss, _, health = window.read()  # the one host copy, at the log point
+    assert math.isfinite(loss) and "se/block0/i2v/same_position" in health
