@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
 
 from csetgraph.losses.distillation import cross_distillation_loss
 from csetgraph.losses.identity import identity_loss
-from csetgraph.losses.triplet import cross_modal_triplet_loss
+from csetgraph.losses.triplet import TripletStats, cross_modal_triplet_loss
 
 if TYPE_CHECKING:
     from csetgraph.models.cset import CSETOutput
+
+
+class LossStats(NamedTuple):
+    """What the loss measures about the mechanisms it trains (``return_stats=True``)."""
+
+    triplet: TripletStats
+    head_triplet: TripletStats | None = None  # the W' rows' term when it joins the image rows
 
 
 class CSETLoss(nn.Module):
@@ -34,7 +41,8 @@ class CSETLoss(nn.Module):
 
     Returns:
         ``(total, terms)`` where ``terms`` maps ``"ce"``, ``"tri"`` (and ``"cd"``) and
-        ``"total"`` to detached scalars for logging.
+        ``"total"`` to detached scalars for logging; with ``return_stats=True``
+        ``(total, terms, stats)``, ``stats`` a :class:`LossStats` of detached device tensors.
     """
 
     def __init__(
@@ -53,12 +61,17 @@ class CSETLoss(nn.Module):
         self.normalize_triplet = normalize_triplet
 
     def forward(
-        self, out: CSETOutput, pids: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self, out: CSETOutput, pids: torch.Tensor, *, return_stats: bool = False
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | tuple[torch.Tensor, dict, LossStats]:
         ce = identity_loss(out.logits, pids, self.label_smoothing)
         tri_pids = pids if out.tri_pids_index is None else pids[out.tri_pids_index]
-        tri = cross_modal_triplet_loss(
-            out.tri_feat, tri_pids, out.tri_modality, self.margin, self.normalize_triplet
+        tri, tri_stats = cross_modal_triplet_loss(
+            out.tri_feat,
+            tri_pids,
+            out.tri_modality,
+            self.margin,
+            self.normalize_triplet,
+            return_stats=True,
         )
         total = ce + self.triplet_weight * tri
         terms = {"ce": ce.detach(), "tri": tri.detach()}
@@ -67,6 +80,8 @@ class CSETLoss(nn.Module):
             total = total + self.distill_weight * cd
             terms["cd"] = cd.detach()
         terms["total"] = total.detach()
+        if return_stats:
+            return total, terms, LossStats(triplet=tri_stats)
         return total, terms
 
     def extra_repr(self) -> str:

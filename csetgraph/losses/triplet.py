@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -12,13 +14,53 @@ def squared_euclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return d.clamp_min(0)
 
 
+class TripletStats(NamedTuple):
+    """Health of the triplet term over a batch: detached 0-d float32 tensors on the device.
+
+    Averages run over the anchors with a cross-modal positive and negative.
+
+    Attributes:
+        active: share of anchors whose hinge is open (``d(a, p) - d(a, n) + m > 0``).
+        pos_dist: mean hardest-positive distance ``d(a, p)`` (squared Euclidean, eq. 9).
+        neg_dist: mean hardest-negative distance ``d(a, n)``.
+    """
+
+    active: torch.Tensor
+    pos_dist: torch.Tensor
+    neg_dist: torch.Tensor
+
+
+def triplet_statistics(
+    loss: torch.Tensor, hardest_pos: torch.Tensor, hardest_neg: torch.Tensor, valid: torch.Tensor
+) -> TripletStats:
+    """:class:`TripletStats` from per-anchor hinge values, mined distances and validity.
+
+    Shapes:
+        all inputs ``(n,)`` (``valid`` bool) -> three 0-d float32 tensors.
+    """
+    with torch.no_grad():
+        w = valid.float()
+        count = w.sum().clamp_min(1.0)
+
+        def mean(x: torch.Tensor) -> torch.Tensor:
+            return torch.where(valid, x.float(), torch.zeros_like(x, dtype=torch.float32)).sum()
+
+        return TripletStats(
+            active=((loss > 0).float() * w).sum() / count,
+            pos_dist=mean(hardest_pos) / count,
+            neg_dist=mean(hardest_neg) / count,
+        )
+
+
 def cross_modal_triplet_loss(
     features: torch.Tensor,
     pids: torch.Tensor,
     modalities: torch.Tensor,
     margin: float = 0.3,
     normalize: bool = False,
-) -> torch.Tensor:
+    *,
+    return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, TripletStats]:
     """Mean over anchors of ``[d(a, p) - d(a, n) + m]_+`` with cross-modal batch-hard mining.
 
     For each anchor the hardest positive is the farthest sample of the *other* modality with
@@ -30,6 +72,8 @@ def cross_modal_triplet_loss(
     Unnormalised, the squared-distance loss has a degenerate solution: all features shrink
     towards zero, every distance vanishes and the loss sits at the margin with no gradient
     left to escape it, which we observed when training ViTs from scratch.
+
+    With ``return_stats`` also the batch's :class:`TripletStats` (detached, on the device).
 
     Shapes:
         - features: ``(n, d)``; pids, modalities: ``(n,)`` (modality codes, e.g. 0 vis, 1 ir)
@@ -51,4 +95,7 @@ def cross_modal_triplet_loss(
     loss = (hardest_pos - hardest_neg + margin).clamp_min(0)  # invalid anchors: -inf -> 0
     # A masked mean, not loss[valid]: no data-dependent shape, so no host sync or graph break.
     loss = torch.where(valid, loss, torch.zeros_like(loss))
-    return loss.sum() / valid.sum().clamp_min(1)
+    mean = loss.sum() / valid.sum().clamp_min(1)
+    if return_stats:
+        return mean, triplet_statistics(loss, hardest_pos, hardest_neg, valid)
+    return mean

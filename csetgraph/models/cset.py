@@ -57,6 +57,15 @@ from csetgraph.graph import (
     relation_matrix,
 )
 from csetgraph.models.encoder import ViTEncoder
+from csetgraph.models.health import (
+    ModelHealth,
+    class_token_cosine,
+    local_edges,
+    logit_entropy,
+    relation_codes,
+    relation_mass,
+    uniform_mass,
+)
 from csetgraph.nn import DenseMHGAConv, MHGAConv, SimilarityExchange
 from csetgraph.nn.exchange import SE_DIRECTIONS
 
@@ -83,6 +92,8 @@ class CSETOutput:
         se_info: one ``{"i2v": ExchangeEdges | None, "v2i": ...}`` per SE layer, in order.
         streams: with ``return_streams=True``, per block index ``{"clean": {m: (B, N, C)},
             "mixed": {m: (B, N, C)} | None}``; else ``None``.
+        health: the mechanism statistics of this forward
+            (:class:`~csetgraph.models.health.ModelHealth`, detached device tensors).
     """
 
     feat: torch.Tensor
@@ -94,6 +105,7 @@ class CSETOutput:
     cd_target_logits: torch.Tensor | None = None
     se_info: list = field(default_factory=list)
     streams: dict | None = None
+    health: ModelHealth | None = None
 
 
 @dataclass
@@ -105,6 +117,7 @@ class _StreamState:
     branch: dict[str, torch.Tensor]
     se_info: list
     streams: dict | None
+    mhga_attention: list = field(default_factory=list)  # (B, H, n, n) per MHGA call
 
 
 class BNNeck(nn.Module):
@@ -610,6 +623,7 @@ class CSET(nn.Module):
             cd_target_logits=logits if self.ca_enabled else None,
             se_info=state.se_info,
             streams=state.streams,
+            health=self._health(state, cd_logits, logits.shape[1]),
         )
 
     def _run_streams(
@@ -646,13 +660,21 @@ class CSET(nn.Module):
         """Neck input per modality: final class token (+ pooled MHGA feature)."""
         if self.mhga is not None and self.mhga_pair_graph:  # one graph of 2N nodes per pair
             cls = {m: self.encoder(m).norm(t)[:, 0] for m, t in state.clean.items()}  # (B, C)
-            graph = self.mhga(state.branch)
+            graph, attention = self.mhga(state.branch, return_attention_weights=True)
+            state.mhga_attention.append(attention.detach())
             return {m: torch.cat([cls[m], graph[m]], dim=1) for m in cls}  # (B, 2C)
-        # Each image's own graph of N nodes, in training as at inference.
-        return {
-            m: self.forward_head(self.encoder(m).norm(t), m, state.branch[m], pre_logits=True)
-            for m, t in state.clean.items()
-        }
+        # Each image's own graph of N nodes, in training as at inference (forward_head's
+        # pre-logits feature, with the attention kept for the health statistics).
+        feats = {}
+        for m, t in state.clean.items():
+            cls = self.encoder(m).norm(t)[:, 0]  # (B, C)
+            if self.mhga is None:
+                feats[m] = cls
+                continue
+            graph, attention = self.mhga({m: state.branch[m]}, return_attention_weights=True)
+            state.mhga_attention.append(attention.detach())
+            feats[m] = torch.cat([cls, graph[m]], dim=1)  # (B, 2C)
+        return feats
 
     def _triplet_inputs(
         self, state: _StreamState, feat: torch.Tensor
@@ -666,6 +688,37 @@ class CSET(nn.Module):
         rows += [self._head_cls(self.tri_heads[m], m, state.mixed[m]) for m in MODALITIES]
         tri_feat = torch.cat(rows)  # (4B, C): clean vis, clean ir, mixed vis, mixed ir
         return tri_feat, modality.repeat(2), torch.arange(2 * B, device=feat.device).repeat(2)
+
+    def _health(
+        self, state: _StreamState, cd_logits: torch.Tensor | None, num_classes: int
+    ) -> ModelHealth:
+        """The mechanism statistics of this forward (see :mod:`csetgraph.models.health`)."""
+        cosine = {}
+        if state.mixed is not None:
+            # The modality that receives: v2i exchanges into the visible stream.
+            receiving = {"v2i": ("vis",), "i2v": ("ir",), "both": MODALITIES}[self.se.direction]
+            for m in receiving:
+                norm = self.encoder(m).norm
+                cosine[m] = class_token_cosine(norm(state.clean[m]), norm(state.mixed[m]))
+        mass = uniform = None
+        if state.mhga_attention:
+            n = state.mhga_attention[0].shape[-1]
+            h, w = self.mhga.grid_size
+            rel = relation_codes(
+                h, w, adjacency=self.mhga.adjacency, paired=n != 1 + h * w,
+                device=state.mhga_attention[0].device,
+            )  # fmt: skip
+            mass = torch.stack([relation_mass(a, rel) for a in state.mhga_attention]).mean(0)
+            uniform = uniform_mass(rel, local_edges(rel) if self.mhga.graph == "local" else None)
+        return ModelHealth(
+            se_layers=tuple(self.se_layers),
+            class_cosine=cosine,
+            ca_entropy=None if cd_logits is None else logit_entropy(cd_logits),
+            num_classes=num_classes,
+            mhga_mass=mass,
+            mhga_uniform=uniform,
+            triplet_feature="neck" if self.tri_heads is None else "heads",
+        )
 
     def _head_cls(self, head: nn.Module, modality: str, tokens: torch.Tensor) -> torch.Tensor:
         return head(self.encoder(modality).norm(tokens)[:, 0])  # (B, C)

@@ -18,6 +18,26 @@ from csetgraph.graph.similarity import select_exchange_edges, similarity_scores
 SE_DIRECTIONS = ("none", "i2v", "v2i", "both")
 
 
+class ExchangeStats(NamedTuple):
+    """Health statistics of one SE direction over a batch: detached 0-d float tensors, left on
+    the device (reading them is the caller's host synchronisation, at its own pace).
+
+    Attributes:
+        tokens_per_image: selected edges per pair, ``E / B`` (``floor(ratio * patches)``).
+        a_diagonal: mean over the receiving patch tokens ``i`` of ``A[i, i]``, the weight the
+            intra-modality term ``Softmax(F Fᵀ)`` of eq. 1 gives the receiver's own position;
+            near 1 that term votes for the token at the receiver's position in the other image.
+        same_position: share of the selected edges whose sender sits at the receiver's own
+            position in the other image (0 when nothing is selected).
+        mean_score: mean score ``S`` (eq. 3) of the selected edges (0 when nothing is selected).
+    """
+
+    tokens_per_image: Tensor
+    a_diagonal: Tensor
+    same_position: Tensor
+    mean_score: Tensor
+
+
 class ExchangeEdges(NamedTuple):
     """Selected SE edges of one direction for a batch of pairs.
 
@@ -25,10 +45,44 @@ class ExchangeEdges(NamedTuple):
         edge_index: ``(2, E)`` long; row 0 senders, row 1 receivers, as flat indices
             ``b * N + position`` into the ``(B * N, d)`` tokens of their own modality.
         score: ``(E,)`` SE score ``S`` of each edge (eq. 3).
+        stats: the direction's :class:`ExchangeStats` (``None`` when not computed).
     """
 
     edge_index: Tensor
     score: Tensor
+    stats: ExchangeStats | None = None
+
+
+def exchange_statistics(
+    edge_index: Tensor, score: Tensor, a: Tensor, num_special_tokens: int = 1
+) -> ExchangeStats:
+    """The :class:`ExchangeStats` of one direction from its edges and its ``A`` (eq. 1).
+
+    Both modalities' tokens are flattened the same way (``b * N + position``), so an edge is
+    same-position exactly when its sender and receiver indices are equal.
+
+    Args:
+        edge_index: ``(2, E)`` flat ``[sender, receiver]`` indices (:class:`ExchangeEdges`).
+        score: ``(E,)`` scores of the selected edges.
+        a: ``(B, N, N)`` intra-modality similarity of the receiving modality (rows sum to 1).
+        num_special_tokens: leading tokens that never receive (the class token); their rows
+            of ``A`` are left out of the diagonal mean.
+
+    Shapes:
+        edge_index ``(2, E)``, score ``(E,)``, a ``(B, N, N)`` -> four 0-d float32 tensors.
+    """
+    with torch.no_grad():
+        b = a.shape[0]
+        diag = a.diagonal(dim1=1, dim2=2)[:, num_special_tokens:]  # (B, P)
+        # torch.full is a device fill, not a host-to-device copy (which could synchronise).
+        count = torch.full((), float(score.numel()), dtype=torch.float32, device=score.device)
+        same = (edge_index[0] == edge_index[1]).float().sum()
+        return ExchangeStats(
+            tokens_per_image=count / b,
+            a_diagonal=diag.float().mean(),
+            same_position=same / count.clamp_min(1.0),
+            mean_score=score.float().sum() / count.clamp_min(1.0),
+        )
 
 
 def exchange_tokens(x_recv: Tensor, x_send: Tensor, edge_index: Tensor) -> Tensor:
@@ -104,14 +158,26 @@ class SimilarityExchange(torch.nn.Module):
         self.direction = direction
         self.num_special_tokens = num_special_tokens
 
+    def scores(self, x_recv: Tensor, x_send: Tensor, alpha: float | None = None) -> Tensor:
+        """The SE scores ``S`` (eq. 1-3) this module selects by; ``alpha=0`` gives ``A`` alone.
+
+        The one place the module calls the score function, so the health statistic ``A``
+        and the selection always read the same eq. 1.
+        """
+        alpha = self.alpha if alpha is None else alpha
+        return similarity_scores(
+            x_recv.detach(), x_send.detach(), alpha=alpha, temperature=self.temperature
+        )
+
     def select(self, x_recv: Tensor, x_send: Tensor) -> ExchangeEdges:
-        """SE edges from ``x_send`` into ``x_recv`` (no gradient: the selection is discrete)."""
+        """SE edges from ``x_send`` into ``x_recv`` (no gradient: the selection is discrete),
+        with their :class:`ExchangeStats` (on the device, no host synchronisation)."""
         with torch.no_grad():
-            scores = similarity_scores(
-                x_recv.detach(), x_send.detach(), alpha=self.alpha, temperature=self.temperature
-            )
+            scores = self.scores(x_recv, x_send)
             edge_index, score = select_exchange_edges(scores, self.ratio, self.num_special_tokens)
-        return ExchangeEdges(edge_index, score)
+            a = self.scores(x_recv, x_send, alpha=0.0)  # (B, N, N): eq. 1 alone
+            stats = exchange_statistics(edge_index, score, a, self.num_special_tokens)
+        return ExchangeEdges(edge_index, score, stats)
 
     def forward(
         self, x_vis: Tensor, x_ir: Tensor
