@@ -19,6 +19,7 @@ offers the same names, so code that serves all data sets never branches on the n
     for t in ds.eval_trials(cfg.eval.trials, cfg.data.trial):
         query, gallery = ds.test_split(root, split="test", direction="i2v", trial=t, mode="all")
     ds.all_records(root, split="test", trial=cfg.data.trial)   # {"vis": [...], "ir": [...]}
+    ds.ids_without_images(root, split="test", trial=cfg.data.trial)   # listed, no image
     ds.index_files(root)                           # id/idx files (for the fingerprint)
     ds.generate(root, **params)                    # a synthetic set in this layout
 
