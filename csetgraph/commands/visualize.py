@@ -56,7 +56,9 @@ def figure_parser(name: str) -> argparse.ArgumentParser:
     """The parser of one figure subcommand."""
     summary, output = FIGURES[name]
     p = argparse.ArgumentParser(prog=f"csetgraph visualize {name}", description=summary)
-    p.add_argument("--output", default=output, help=f"PNG path (default {output})")
+    p.add_argument(
+        "--output", default=output, help=f"image path, .png/.pdf/.svg/... (default {output})"
+    )
     p.add_argument("--dpi", type=int_at_least(10), default=100)
     p.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     if name == "curves":
@@ -96,6 +98,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def image_formats() -> dict[str, str]:
+    """The file suffixes matplotlib can write (without the dot) and their names."""
+    from matplotlib.figure import Figure
+
+    return Figure().canvas.get_supported_filetypes()
+
+
+def check_output(output: str) -> None:
+    """Refuse an ``--output`` whose suffix names no image format matplotlib writes."""
+    suffix = Path(output).suffix.lower().lstrip(".")
+    formats = image_formats()
+    if suffix in formats:
+        return
+    what = f"has the suffix .{suffix}, not an image format" if suffix else "has no image suffix"
+    raise ConfigError(
+        f"--output {output!r} {what}; end it with .png (or one of "
+        f"{', '.join('.' + f for f in sorted(formats))})"
+    )
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """Move overrides out of ``--checkpoint`` and refuse what cannot be right."""
     take_overrides_from_checkpoints(args)
@@ -125,7 +147,7 @@ def save(fig, path: str | Path, dpi: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
-        fig.savefig(tmp, dpi=dpi)
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".").lower())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -232,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     args = figure_parser(name).parse_intermixed_args(argv[1:])
 
     def body() -> int:
+        check_output(args.output)
         if name != "curves":
             check_arguments(args)
         DRAW[name](args)
