@@ -362,9 +362,10 @@ class Trainer:
         if not math.isfinite(loss):
             last = self.run_dir / "checkpoints" / "last.pt"
             then = (
-                f"then resume from the last good checkpoint with train.resume={self.run_dir}"
+                f"the last good checkpoint is {last}: resume from it with "
+                f"train.resume={self.run_dir}"
                 if last.is_file()
-                else "then start again (no checkpoint was written yet)"
+                else "no checkpoint was written yet: start the run again"
             )
             raise NonFiniteLossError(
                 f"the loss became non-finite by epoch {epoch + 1}, step {self.step} (sums of "

@@ -220,7 +220,8 @@ def test_a_non_finite_loss_names_a_checkpoint_only_when_there_is_one(
     assert "lower train.lr (now 0.00035), use train.amp=off, or check data.mean and data.std" in (
         line
     )
-    assert line.endswith("; then start again (no checkpoint was written yet)")
+    assert line.endswith("; no checkpoint was written yet: start the run again")
+    assert "last good checkpoint" not in line
     assert not (tmp_path / "first" / "checkpoints" / "last.pt").exists()
     # two steps per epoch, NaN from the third: epoch 1 wrote last.pt, epoch 2 stops
     monkeypatch.setattr(trainer_mod, "build_criterion", nan_after(2))
@@ -228,4 +229,7 @@ def test_a_non_finite_loss_names_a_checkpoint_only_when_there_is_one(
     line = error_line(capsys)
     run = tmp_path / "second"
     assert (run / "checkpoints" / "last.pt").is_file()
-    assert line.endswith(f"; then resume from the last good checkpoint with train.resume={run}")
+    last = run / "checkpoints" / "last.pt"
+    assert line.endswith(
+        f"; the last good checkpoint is {last}: resume from it with train.resume={run}"
+    )
