@@ -14,6 +14,7 @@ arguments.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -301,8 +302,18 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = _read_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: cannot parse the value: {err}") from err
+        raise ConfigError(
+            f"override {text!r}: cannot parse the value ({_yaml_problem(err)}); quote it"
+        ) from err
     return key, value
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (``line L, column C``), 1-based."""
+    problem = getattr(err, "problem", None) or getattr(err, "context", None) or str(err)
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
 
 
 @dataclass(frozen=True)
@@ -315,7 +326,7 @@ class Range:
     high_open: bool = False
 
     def __contains__(self, value: float) -> bool:
-        if value != value:  # NaN is in no interval
+        if not math.isfinite(value):  # NaN and the infinities are in no interval
             return False
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             return False
@@ -324,9 +335,14 @@ class Range:
         )
 
     def __str__(self) -> str:
-        lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
-        hi = "" if self.high is None else f"{'<' if self.high_open else '<='} {self.high:g}"
+        lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        hi = "" if self.high is None else f"{'<' if self.high_open else '<='} {_number(self.high)}"
         return " and ".join(p for p in (lo, hi) if p)
+
+
+def _number(value: float) -> str:
+    """A bound as people write it: ``1``, ``0.5``, ``4294967295`` (never ``4.29497e+09``)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 _COUNT, _SIZE, _NONNEG = Range(1), Range(1), Range(0)
@@ -372,9 +388,10 @@ RANGES: dict[str, Range] = {
     "train.step_size": _COUNT,
     "train.gamma": _POSITIVE,
     "train.warmup_epochs": _NONNEG,
+    "train.seed": Range(0, 2**32 - 1),  # what every generator (torch, numpy, random) accepts
     "train.eval_every": _NONNEG,
     "train.max_steps_per_epoch": _NONNEG,
-    "train.num_threads": _NONNEG,
+    "train.num_threads": Range(0, 1024),  # thousands of threads crash torch's thread pool
     "train.log_every": _COUNT,
     "eval.trials": _COUNT,
     "eval.batch_size": _COUNT,
@@ -388,17 +405,76 @@ def check_ranges(cfg: Config) -> None:
         for part in key.split("."):
             value = getattr(value, part)
         if value is not None and value not in valid:
-            raise ConfigError(f"{key}={value!r} is out of range: it must be {valid}")
+            finite = "a finite number " if math.isinf(value) else ""
+            raise ConfigError(f"{key}={value!r} is out of range: it must be {finite}{valid}")
+
+
+#: ``data.train_split`` values: what the training split may hold (never the test ids).
+TRAIN_SPLITS = ("train+val", "train", "val")
+
+
+def check_combinations(cfg: Config) -> None:
+    """Raise one :class:`ConfigError` for values that pass :data:`RANGES` but cannot work.
+
+    Checked when a config is built, so a mistake stops a command before anything is
+    written: a training split that is not one, input statistics that are not one finite
+    number per colour channel (or a zero standard deviation, which divides by zero), MHGA
+    strengths that are not one per relation, attention heads that do not divide
+    ``model.embed_dim``, and a synthetic SYSU-MM01 set without validation identities
+    (its ``exp/val_id.txt`` would be empty).
+    """
+    data, model = cfg.data, cfg.model
+    if data.train_split not in TRAIN_SPLITS:
+        raise ConfigError(
+            f"data.train_split={data.train_split!r} is not a training split: use one of "
+            f"{', '.join(TRAIN_SPLITS)} (the test identities are never trained on)"
+        )
+    for key, values in (("data.mean", data.mean), ("data.std", data.std)):
+        if values is None:
+            continue
+        if len(values) != 3 or not all(math.isfinite(v) for v in values):
+            raise ConfigError(
+                f"{key}={values} must be three finite numbers, one per colour channel "
+                "(e.g. [0.5, 0.5, 0.5]), or null for the backbone's own statistics"
+            )
+    if data.std is not None and min(data.std) <= 0:
+        raise ConfigError(
+            f"data.std={data.std}: every value must be > 0 (images are divided by it)"
+        )
+    strengths = model.mhga.strengths
+    if len(strengths) != len(PAPER_STRENGTHS) or not all(math.isfinite(v) for v in strengths):
+        raise ConfigError(
+            f"model.mhga.strengths={strengths} must be {len(PAPER_STRENGTHS)} finite numbers, "
+            f"one per relation (same, adjacent, distant), e.g. {list(PAPER_STRENGTHS)}"
+        )
+    if model.embed_dim is not None:
+        heads = [("model.num_heads", model.num_heads)]
+        heads += [("model.ca.heads", model.ca.heads)] if model.ca.enabled else []
+        heads += [("model.mhga.heads", model.mhga.heads)] if model.mhga.enabled else []
+        for key, count in heads:
+            if count is not None and model.embed_dim % count:
+                raise ConfigError(
+                    f"{key}={count} does not divide model.embed_dim={model.embed_dim}: each "
+                    "head takes an equal share of the width; pick a divisor"
+                )
+    syn = data.synthetic
+    if syn.enabled and data.dataset == "sysu_mm01" and syn.num_val_ids < 1:
+        raise ConfigError(
+            f"data.synthetic.num_val_ids={syn.num_val_ids}: a synthetic SYSU-MM01 set needs at "
+            "least one validation identity (it lists them in exp/val_id.txt); set it >= 1"
+        )
 
 
 def config_from_dict(values: Mapping[str, Any] | None) -> Config:
     """Build a :class:`Config` from a nested mapping (missing keys take their defaults).
 
     Raises:
-        ConfigError: unknown keys, wrong types, or a numeric value outside its range.
+        ConfigError: unknown keys, wrong types, a numeric value outside its range, or
+            values that cannot work together (:func:`check_combinations`).
     """
     cfg = _build(Config, values or {})
     check_ranges(cfg)
+    check_combinations(cfg)
     return cfg
 
 
@@ -426,12 +502,28 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     tree: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(
+                f"config file {str(path)!r} is a folder; pass a YAML file in it, such as "
+                "configs/synthetic.yaml"
+            )
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
         try:
-            loaded = _read_yaml(path.read_text())
+            text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark is accepted
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"config file {str(path)!r} is not UTF-8 text (byte {err.object[err.start]:#04x} "
+                f"at offset {err.start}); save it as UTF-8"
+            ) from err
+        except OSError as err:
+            raise ConfigError(
+                f"cannot read config file {str(path)!r} ({err.strerror or err})"
+            ) from err
+        try:
+            loaded = _read_yaml(text)
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(err)}") from err
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

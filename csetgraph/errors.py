@@ -19,8 +19,32 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+def worker_message(text: str) -> str:
+    """The one-line message of a user error that a DataLoader worker raised.
+
+    PyTorch re-raises an error from a worker process as ``type(err)(text)``, where ``text``
+    is ``"Caught <type> in DataLoader worker process <n>.\nOriginal Traceback ..."`` and
+    ends with the original ``module.Type: message`` line; that message is returned. Any
+    other text is returned as it is.
+    """
+    if not text.startswith("Caught ") or "\nOriginal Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    kind, sep, message = last.partition(": ")
+    return message if sep and " " not in kind else last
+
+
 class UserError(Exception):
-    """Something the user can fix: the message says what is wrong and how to fix it."""
+    """Something the user can fix: the message says what is wrong and how to fix it.
+
+    Raised in a DataLoader worker (a corrupt image while evaluating or indexing), it keeps
+    its one-line message in the main process too (:func:`worker_message`).
+    """
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (worker_message(args[0]),)
+        super().__init__(*args)
 
 
 class ConfigError(UserError, ValueError):

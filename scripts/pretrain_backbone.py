@@ -20,8 +20,12 @@ generator for the batches; use the same ``--threads`` to reproduce the bytes). T
 a ``.safetensors`` file in timm's key layout (``patch_embed.proj.weight``, ``pos_embed``,
 ``blocks.0.attn.qkv.weight`` ...), loadable through ``model.pretrained=<path>``.
 
-    python scripts/pretrain_backbone.py                          # the shipped weights
+    python scripts/pretrain_backbone.py --overwrite              # remake the shipped weights
     python scripts/pretrain_backbone.py --objective vis-id --epochs 4 --out /tmp/vis.safetensors
+
+An existing ``--out`` file (by default the shipped ``weights/synthetic_vit_tiny.safetensors``)
+is refused before anything is rendered unless ``--overwrite`` is given, so a short trial run
+never replaces the shipped backbone.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from csetgraph.data.synthetic import (
     make_identity,
     render,
 )
-from csetgraph.errors import ConfigError, run_command
+from csetgraph.errors import ConfigError, DataFolderError, run_command
 from csetgraph.files import atomic_path
 from csetgraph.models.encoder import ViTEncoder
 
@@ -286,7 +290,7 @@ def save_backbone(net: PretrainNet, path: Path, metadata: dict[str, str]) -> str
 
 #: Options that do not change the weights, left out of the recorded command (so the bytes,
 #: metadata included, do not depend on where the file is written).
-_UNRECORDED = ("out", "progress", "debug")
+_UNRECORDED = ("out", "overwrite", "progress", "debug")
 
 
 def recorded_metadata(args: argparse.Namespace) -> dict[str, str]:
@@ -318,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 reproduces the bytes)")
     p.add_argument("--out", default="weights/synthetic_vit_tiny.safetensors")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -330,6 +335,11 @@ def main(argv: list[str] | None = None) -> int:
         if min(args.num_ids, args.images_per_camera, args.epochs, args.batch_size) < 1:
             raise ConfigError(
                 "--num-ids, --images-per-camera, --epochs and --batch-size must be >= 1"
+            )
+        if Path(args.out).exists() and not args.overwrite:
+            raise DataFolderError(
+                f"{args.out!r} already exists (the shipped weights, by default); pass "
+                "--overwrite to replace it, or write elsewhere with --out"
             )
         torch.set_num_threads(args.threads)
         data = render_pretrain_set(

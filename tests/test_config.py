@@ -166,3 +166,86 @@ def test_off_and_no_are_strings_as_in_yaml_1_2(tmp_path):
     assert (cfg.train.amp, cfg.train.compile, cfg.eval.amp) == ("off", False, "bf16")
     with pytest.raises(ConfigError, match=r"train\.compile: expected true or false, got 'yes'"):
         load_config(None, ["train.compile=yes"])
+
+
+# ------------------------------------------------------- values that cannot work together
+
+#: (override, message) pairs that pass the range table but crashed later (issue 22): each
+#: message checked by hand against what the option means.
+UNWORKABLE = [
+    ("data.train_split=test", "data.train_split='test' is not a training split"),
+    ("data.mean=[0.5, 0.5]", r"data.mean=[0.5, 0.5] must be three finite numbers"),
+    ("data.std=[0.5]", r"data.std=[0.5] must be three finite numbers"),
+    ("data.std=[0, 0, 0]", r"data.std=[0.0, 0.0, 0.0]: every value must be > 0"),
+    ("data.mean=[.inf, 0, 0]", r"data.mean=[inf, 0.0, 0.0] must be three finite numbers"),
+    ("model.mhga.strengths=[1, 0.5]", "model.mhga.strengths=[1.0, 0.5] must be 3 finite"),
+    ("model.num_heads=3", "model.num_heads=3 does not divide model.embed_dim=128"),
+    ("model.ca.heads=3", "model.ca.heads=3 does not divide model.embed_dim=128"),
+    ("train.seed=-1", "train.seed=-1 is out of range: it must be >= 0 and <= 4294967295"),
+    ("train.seed=4294967296", "train.seed=4294967296 is out of range"),
+    ("train.num_threads=100000000", "train.num_threads=100000000 is out of range"),
+    ("train.lr=.inf", "train.lr=inf is out of range: it must be a finite number > 0"),
+    ("loss.margin=.inf", "loss.margin=inf is out of range: it must be a finite number >= 0"),
+    ("data.synthetic.num_val_ids=0", "data.synthetic.num_val_ids=0: a synthetic SYSU-MM01"),
+]
+
+
+def test_the_unworkable_list_is_not_empty():
+    assert len(UNWORKABLE) >= 10
+
+
+@pytest.mark.parametrize(("override", "message"), UNWORKABLE)
+def test_values_that_cannot_work_are_refused_at_load_time(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value).startswith(message), str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["data.train_split=train"],
+        ["data.mean=[0.5, 0.5, 0.5]", "data.std=[0.25, 0.25, 0.25]"],
+        ["model.num_heads=8", "model.ca.heads=2", "model.mhga.heads=1"],
+        ["model.ca.enabled=false", "model.ca.heads=3"],  # heads of a disabled branch
+        ["train.seed=4294967295", "train.num_threads=1024"],
+        ["data.synthetic.num_val_ids=0", "data.dataset=regdb"],  # RegDB holds out its own
+        ["data.synthetic.num_val_ids=0", "data.synthetic.enabled=false"],
+    ],
+)
+def test_workable_neighbours_are_accepted(overrides):
+    load_config(None, overrides)
+
+
+def test_a_config_that_is_a_folder_or_not_utf8_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"config file '.*' is a folder; pass a YAML file"):
+        load_config(tmp_path)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("train:\n  run_name: café\n".encode("latin-1"))  # é at 7 + 12 + 3
+    with pytest.raises(ConfigError, match=r"is not UTF-8 text \(byte 0xe9 at offset 22\)"):
+        load_config(latin1)
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "bom.yaml"
+    path.write_bytes("train:\n  epochs: 3\n".encode("utf-8-sig"))
+    assert load_config(path).train.epochs == 3
+
+
+def test_a_yaml_error_is_one_line_naming_file_line_and_column(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train:\n  epochs: 3\n  lr: [1, 2\n")  # the list never closes
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "\n" not in message
+    # PyYAML reports the problem where the next token starts: line 4 (the end), column 1.
+    assert message.startswith(f"{path}: not valid YAML: line 4, column 1: ")
+    tabbed = tmp_path / "tab.yaml"
+    tabbed.write_text("train:\n\tepochs: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tabbed)
+    assert "\n" not in str(err.value) and "line 2, column 1" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.mean=[1, 2"])
+    assert "\n" not in str(err.value) and "cannot parse the value" in str(err.value)

@@ -14,7 +14,9 @@ given. Dotted ``section.key=value`` arguments override it wherever they stand on
 even right after ``--checkpoint``; the options below are applied after them.
 
 The table (Rank-1/5/10/20, mAP, mINP in percent, mean ± std over trials) is printed, and the
-results are written as JSON (default: ``<run>/eval_<dataset>[_<split>].json``). Result keys
+results are written as JSON (default: ``<run>/eval_<dataset>[_<split>].json``). An existing
+results file (the run's ``metrics.json``, an earlier evaluation) is refused before anything is
+evaluated unless ``--overwrite`` is given. Result keys
 are the SYSU-MM01 modes (``all``, ``indoor``) or the directions ``i2v`` / ``v2i``
 (``<query>2<gallery>``, i = infrared, v = visible).
 
@@ -37,7 +39,7 @@ from csetgraph.commands.arguments import (
     take_overrides_from_checkpoints,
 )
 from csetgraph.config import AMP_MODES, Config, apply_overrides, config_from_dict, config_to_dict
-from csetgraph.errors import ConfigError, DatasetLayoutError, run_command
+from csetgraph.errors import ConfigError, DataFolderError, DatasetLayoutError, run_command
 from csetgraph.files import write_atomic
 
 
@@ -92,10 +94,14 @@ def evaluate_checkpoint(
     Returns:
         The effective config, the results, and the data set's fingerprint digest.
     """
+    from csetgraph.data.build import ids_without_images_warning
     from csetgraph.engine.distributed import resolve_device
     from csetgraph.engine.runs import eval_transform, model_from_checkpoint
     from csetgraph.evaluation.protocols import evaluate_dataset
 
+    warning = ids_without_images_warning(cfg.data, args.split)
+    if warning:
+        print(f"csetgraph evaluate: warning: {warning}", file=sys.stderr)
     option = "--device" if args.device else "train.device"
     device = resolve_device(args.device or cfg.train.device, option=option)
     model = model_from_checkpoint(ckpt, cfg, checkpoint, device)
@@ -210,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=AMP_MODES, help="eval.amp")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--output", default=None, help="JSON file for the results")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing results file (--output)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.batch_size=64")
@@ -228,6 +237,26 @@ def check_arguments(args: argparse.Namespace) -> None:
         )
     if len(args.checkpoint) > 1 and args.output is None:
         raise ConfigError("with several checkpoints, pass --output for the combined JSON")
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse, before anything is evaluated, an output that is a folder or an existing
+    file (the run's ``metrics.json``, earlier results) unless ``--overwrite``."""
+    if output.is_dir():
+        raise ConfigError(
+            f"--output {str(output)!r} is a folder; pass a file for the results, e.g. "
+            f"{str(output / 'results.json')!r}"
+        )
+    if output.exists() and not overwrite:
+        raise DataFolderError(
+            f"{str(output)!r} already exists; pass --overwrite to replace it, or choose "
+            "another --output"
+        )
+    for folder in output.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"--output {str(output)!r}: {str(folder)!r} is a file")
+            break
 
 
 def report(args: argparse.Namespace, runs: list[tuple[Config, dict, str]]) -> dict:
@@ -277,14 +306,15 @@ def run(args: argparse.Namespace) -> int:
             "several checkpoints are only for RegDB (one model per trial); got "
             f"{', '.join(sorted(datasets))}: evaluate the runs one at a time"
         )
+    suffix = "" if args.split == "test" else f"_{args.split}"
+    default = run_folder(args.checkpoint[0]) / f"eval_{loaded[0][1].data.dataset}{suffix}.json"
+    output = Path(args.output) if args.output else default
+    check_output(output, args.overwrite)
     runs = [
         evaluate_checkpoint(path, ckpt, cfg, args)
         for path, (ckpt, cfg) in zip(args.checkpoint, loaded, strict=True)
     ]
     out = report(args, runs)
-    suffix = "" if args.split == "test" else f"_{args.split}"
-    default = run_folder(args.checkpoint[0]) / f"eval_{out['dataset']}{suffix}.json"
-    output = Path(args.output) if args.output else default
     write_json(output, out)
     print(f"results written to {output}")
     return 0

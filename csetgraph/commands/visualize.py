@@ -56,7 +56,9 @@ def figure_parser(name: str) -> argparse.ArgumentParser:
     """The parser of one figure subcommand."""
     summary, output = FIGURES[name]
     p = argparse.ArgumentParser(prog=f"csetgraph visualize {name}", description=summary)
-    p.add_argument("--output", default=output, help=f"PNG path (default {output})")
+    p.add_argument(
+        "--output", default=output, help=f"image path, .png/.pdf/.svg/... (default {output})"
+    )
     p.add_argument("--dpi", type=int_at_least(10), default=100)
     p.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     if name == "curves":
@@ -96,6 +98,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def image_formats() -> dict[str, str]:
+    """The file suffixes matplotlib can write (without the dot) and their names."""
+    from matplotlib.figure import Figure
+
+    return Figure().canvas.get_supported_filetypes()
+
+
+def check_output(output: str) -> None:
+    """Refuse an ``--output`` whose suffix names no image format matplotlib writes."""
+    suffix = Path(output).suffix.lower().lstrip(".")
+    formats = image_formats()
+    if suffix in formats:
+        return
+    what = f"has the suffix .{suffix}, not an image format" if suffix else "has no image suffix"
+    raise ConfigError(
+        f"--output {output!r} {what}; end it with .png (or one of "
+        f"{', '.join('.' + f for f in sorted(formats))})"
+    )
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """Move overrides out of ``--checkpoint`` and refuse what cannot be right."""
     take_overrides_from_checkpoints(args)
@@ -123,7 +145,7 @@ def save(fig, path: str | Path, dpi: int) -> None:
     """Render ``fig`` to ``path`` atomically (a temporary file, then a rename); print it."""
     path = Path(path)
     with atomic_path(path, keep_suffix=True) as tmp:
-        fig.savefig(tmp, dpi=dpi)
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".").lower())
     print(path)
 
 
@@ -227,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     args = figure_parser(name).parse_intermixed_args(argv[1:])
 
     def body() -> int:
+        check_output(args.output)
         if name != "curves":
             check_arguments(args)
         DRAW[name](args)

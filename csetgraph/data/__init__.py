@@ -87,6 +87,10 @@ class DatasetModule(Protocol):
         """Every image of the split's identities, per modality: ``{"vis": [...], "ir": [...]}``."""
         ...
 
+    def ids_without_images(self, root: str | Path, *, split: str, trial: int) -> list[int]:
+        """Identities the split's id files list but no image of which exists (warned about)."""
+        ...
+
     def index_files(self, root: str | Path) -> list[Path]:
         """The id/idx files that define the data set besides its images (for the fingerprint)."""
         ...

@@ -68,7 +68,27 @@ def ensure_dataset(cfg: DataConfig, progress: bool = True) -> Path:
     ds.check_root(root)
     for split in ds.SPLITS:
         ds.all_records(root, split=split, trial=cfg.trial)
+        warning = ids_without_images_warning(cfg, split)
+        if warning:
+            log.warning("warning: %s", warning)
     return root
+
+
+def ids_without_images_warning(cfg: DataConfig, split: str) -> str | None:
+    """A warning naming the identities ``split`` lists but holds no image of, or None.
+
+    Such an identity silently drops out of training or of the protocol (the numbers are
+    then over fewer identities than the id file says); usually a copy is incomplete.
+    """
+    ds = get_dataset(cfg.dataset)
+    missing = ds.ids_without_images(cfg.root, split=split, trial=cfg.trial)
+    if not missing:
+        return None
+    shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+    return (
+        f"{len(missing)} {split} identities of {cfg.root} have no images ({shown}); they take "
+        "no part in training or evaluation: check that the data set copy is complete"
+    )
 
 
 def train_records(cfg: DataConfig) -> list[Record]:

@@ -93,6 +93,14 @@ def _relative(path: str | Path, root: Path) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
 
 
+def _size(path: str | Path) -> int:
+    """The file's size; -1 when it cannot be read (a broken link: reading it names it)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1
+
+
 def dataset_fingerprint(root: str | Path, dataset: str, trial: int = 1) -> DatasetFingerprint:
     """The fingerprint of the ``dataset`` folder ``root`` (read through the data-set table).
 
@@ -119,7 +127,7 @@ def dataset_fingerprint(root: str | Path, dataset: str, trial: int = 1) -> Datas
             images[modality] += len(records)
             paths.update(r.path for r in records)
     paths.update(str(p) for p in ds.index_files(root))
-    files = tuple(sorted((_relative(p, root), os.stat(p).st_size) for p in paths))
+    files = tuple(sorted((_relative(p, root), _size(p)) for p in paths))
     return DatasetFingerprint(dataset, trial, files, ids, images)
 
 

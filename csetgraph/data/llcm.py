@@ -141,7 +141,7 @@ def test_records(root: str | Path, modality: str, split: str = "test") -> list[R
         for camid in TEST_CAMERAS[modality]:
             folder = root / f"test_{_FOLDER[modality]}" / f"cam{camid}" / f"{pid:04d}"
             if folder.is_dir():
-                files = sorted(p.name for p in folder.iterdir() if p.is_file())
+                files = sorted(p.name for p in folder.iterdir() if p.is_symlink() or p.is_file())
                 records.extend(Record(str(folder / f), pid, camid, modality) for f in files)
     return records
 
@@ -226,6 +226,15 @@ def all_records(root: str | Path, split: str = "test", trial: int = 1) -> dict[s
     if split == "train":
         return by_modality(train_records(root, "train"))
     return {m: test_records(root, m, split) for m in ("vis", "ir")}
+
+
+def ids_without_images(root: str | Path, split: str = "test", trial: int = 1) -> list[int]:
+    """The test identities ``idx/test_id.txt`` lists that have no image, sorted (the
+    training and validation identities come from the images' idx lines: never empty)."""
+    if split != "test":
+        return []
+    found = {r.pid for m in ("vis", "ir") for r in test_records(root, m, split)}
+    return sorted(set(read_test_ids(root)) - found)
 
 
 def index_files(root: str | Path) -> list[Path]:

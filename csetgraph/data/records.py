@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from csetgraph.errors import CorruptImageError, DatasetLayoutError, IdFileError
@@ -41,12 +42,49 @@ class Record:
     modality: str
 
 
+#: Pillow modes of one channel deeper than 8 bits: 16-bit greyscale (thermal cameras' usual
+#: PNG), 32-bit integer and 32-bit float.
+_DEEP_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def image_to_rgb(img: Image.Image) -> Image.Image:
+    """An opened image as 8-bit RGB: the one conversion every image goes through.
+
+    Training, evaluation, indexing, search and the service all read images with it (through
+    :func:`load_image`, or directly for uploaded bytes), so the same picture gives the same
+    embedding whatever its file format.
+
+    An 8-bit image (RGB, greyscale, palette, ...) is converted as Pillow does. A one-channel
+    image deeper than 8 bits (16-bit greyscale PNG, 32-bit integer or float TIFF) is scaled
+    by its own range, as a thermal camera's automatic gain does:
+
+    ``y = round(255 * (x - min(x)) / (max(x) - min(x)))``
+
+    (a constant image becomes black). Pillow's own conversion clips such values at 255,
+    so a 16-bit frame would turn almost entirely white.
+    """
+    if img.mode not in _DEEP_GREY_MODES:
+        return img.convert("RGB")
+    values = np.asarray(img, dtype=np.float64)  # (H, W)
+    low, high = float(values.min()), float(values.max())
+    scale = 255.0 / (high - low) if high > low else 0.0
+    grey = np.rint((values - low) * scale).astype(np.uint8)  # (H, W)
+    return Image.fromarray(grey).convert("RGB")  # uint8 (H, W): mode L
+
+
 def load_image(path: str | Path) -> Image.Image:
-    """Open an image as RGB, or raise :class:`CorruptImageError` naming the file."""
+    """Open an image as 8-bit RGB (:func:`image_to_rgb`), or raise
+    :class:`CorruptImageError` naming the file (a dangling or looping symbolic link too)."""
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return image_to_rgb(img)
     except FileNotFoundError as err:
+        if os.path.islink(path):
+            raise CorruptImageError(
+                f"image file {str(path)!r} is a symbolic link to {os.readlink(path)!r}, which "
+                "does not exist; replace the link with the image, or set "
+                "data.skip_corrupt=true to skip unreadable images"
+            ) from err
         raise CorruptImageError(f"image file {str(path)!r} does not exist") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise CorruptImageError(
@@ -115,6 +153,23 @@ def check_layout(root: str | Path, name: str, required: Sequence[str], expected:
     return root
 
 
+def read_text_file(path: str | Path) -> str:
+    """The text of an id or idx file: UTF-8, with or without a byte-order mark.
+
+    Raises:
+        IdFileError: the file holds bytes that are not UTF-8 (named with their offset).
+    """
+    path = Path(path)
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise IdFileError(
+            f"{str(path)!r} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+            f"{err.start}); an id or idx file holds plain ASCII numbers and paths: save it "
+            "as UTF-8"
+        ) from None
+
+
 def read_id_file(path: str | Path) -> list[int]:
     """The identities an id file lists (SYSU-MM01 ``exp/*_id.txt``, LLCM ``idx/test_id.txt``).
 
@@ -127,7 +182,7 @@ def read_id_file(path: str | Path) -> list[int]:
     """
     path = Path(path)
     ids: list[int] = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text_file(path).splitlines(), start=1):
         try:
             ids.extend(int(x) for x in line.split(",") if x.strip())
         except ValueError:

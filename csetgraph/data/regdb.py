@@ -28,7 +28,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from csetgraph.data import synthetic
-from csetgraph.data.records import Record, by_modality, check_layout, check_listed_files, idx_files
+from csetgraph.data.records import (
+    Record,
+    by_modality,
+    check_layout,
+    check_listed_files,
+    idx_files,
+    read_text_file,
+)
 from csetgraph.errors import DatasetLayoutError, IdFileError
 
 #: The data-set table's entries (see :mod:`csetgraph.data`).
@@ -92,7 +99,7 @@ def read_list(path: str | Path) -> list[tuple[str, int]]:
             "LLCM: idx/train_vis.txt and idx/train_nir.txt)"
         )
     entries = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text_file(path).splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
@@ -228,6 +235,13 @@ def all_records(root: str | Path, split: str = "test", trial: int = 1) -> dict[s
         return by_modality(train_records(root, trial, "train"))
     vis, ir = test_records(root, trial, split)
     return {"vis": vis, "ir": ir}
+
+
+def ids_without_images(root: str | Path, split: str = "test", trial: int = 1) -> list[int]:
+    """Always empty: RegDB's identities are the labels of its images' idx lines (for the
+    data-set table; SYSU-MM01 and LLCM list identities apart from their images)."""
+    check_root(root)
+    return []
 
 
 def index_files(root: str | Path) -> list[Path]:

@@ -9,6 +9,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from csetgraph.errors import ConfigError
+
 
 class CrossModalityIdentitySampler(Sampler[list[tuple[int, int]]]):
     """Yields batches of aligned pairs: P identities x K (visible, infrared) index pairs.
@@ -57,9 +59,10 @@ class CrossModalityIdentitySampler(Sampler[list[tuple[int, int]]]):
             self.ir_index[int(pid)].append(i)
         self.pids = sorted(set(self.vis_index) & set(self.ir_index))
         if len(self.pids) < num_ids_per_batch * num_replicas:
-            raise ValueError(
-                f"{len(self.pids)} identities have images of both modalities, fewer than "
-                f"num_ids_per_batch x processes = {num_ids_per_batch * num_replicas}"
+            raise ConfigError(
+                f"{len(self.pids)} training identities have images of both modalities, fewer "
+                f"than num_ids_per_batch x processes = {num_ids_per_batch} x {num_replicas}: "
+                "lower data.num_ids_per_batch (or use fewer processes)"
             )
         self.P, self.K = num_ids_per_batch, num_instances
         self.seed, self.num_replicas, self.rank = seed, num_replicas, rank

@@ -621,17 +621,45 @@ def renderer_digest() -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
+#: The marker's record of what was generated: a digest of every file's path and content.
+#: Markers written before it record ``"content"``, a digest of paths and sizes only.
+CONTENT_KEY = "files_sha256"
+_OLD_CONTENT_KEY = "content"
+
+
+def _files(root: Path) -> list[Path]:
+    """Every file under ``root`` but the markers."""
+    return [
+        Path(folder) / name
+        for folder, _, names in os.walk(root)
+        for name in names
+        if not (folder == str(root) and name in _MARKERS)
+    ]
+
+
 def _content_digest(root: Path) -> str:
-    """A digest of every file's relative path and size under ``root`` (markers excluded)."""
-    entries = []
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = Path(folder) / name
-            if folder == str(root) and name in _MARKERS:
-                continue
-            entries.append((path.relative_to(root).as_posix(), path.stat().st_size))
-    text = json.dumps(sorted(entries), separators=(",", ":"))
+    """A digest of every file's relative path and sha256 under ``root`` (markers excluded),
+    so an image edited in place, even to the same size, changes it."""
+    entries = sorted(
+        (p.relative_to(root).as_posix(), hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in _files(root)
+    )
+    return hashlib.sha256(json.dumps(entries, separators=(",", ":")).encode()).hexdigest()
+
+
+def _size_digest(root: Path) -> str:
+    """The digest older markers recorded: every file's relative path and size."""
+    entries = sorted((p.relative_to(root).as_posix(), p.stat().st_size) for p in _files(root))
+    text = json.dumps(entries, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _unchanged(root: Path, marker: dict) -> bool:
+    """Whether the folder still holds what its marker says was generated."""
+    if CONTENT_KEY in marker:
+        return marker[CONTENT_KEY] == _content_digest(root)
+    # A marker from before content digests: paths and sizes are all it can tell.
+    return marker.get(_OLD_CONTENT_KEY) == _size_digest(root)
 
 
 def read_marker(root: str | Path) -> dict | None:
@@ -672,12 +700,12 @@ def _claim_folder(root: Path, wanted: dict) -> bool:
         raise DataFolderError(f"{str(root)!r} is a file; data.root must be a folder")
     marker = read_marker(root)
     if marker is not None:
-        recorded = {k: v for k, v in marker.items() if k != "content"}
+        recorded = {k: v for k, v in marker.items() if k not in (CONTENT_KEY, _OLD_CONTENT_KEY)}
         if recorded == wanted:
             # Complete; a partial marker left beside it is from a crash after the last write.
             (root / PARTIAL_MARKER).unlink(missing_ok=True)
             return False
-        if marker.get("content") != _content_digest(root):
+        if not _unchanged(root, marker):
             raise DataFolderError(
                 f"{str(root)!r} was generated as synthetic data ({MARKER}) but its files "
                 "changed since, so csetgraph will not regenerate it. Delete the folder to "
@@ -728,7 +756,7 @@ def _generate(root: str | Path, dataset: str, size: _Size, write, progress: bool
     (root / PARTIAL_MARKER).write_text(json.dumps(wanted) + "\n")
     _clear(root)
     write(root, size, progress)
-    _write_marker(root, {**wanted, "content": _content_digest(root)})
+    _write_marker(root, {**wanted, CONTENT_KEY: _content_digest(root)})
     (root / PARTIAL_MARKER).unlink()
     return root
 

@@ -50,14 +50,39 @@ def read_ids(root: str | Path, split: str) -> list[int]:
             f"missing {str(path)!r}: SYSU-MM01 lists each split's identities in "
             "exp/{train,val,test}_id.txt as one comma-separated line"
         )
-    return read_id_file(path)
+    ids = read_id_file(path)
+    _check_disjoint(root, split, ids)
+    return ids
+
+
+def _check_disjoint(root: Path, split: str, ids: list[int]) -> None:
+    """Refuse identities that ``split`` shares with another split's id file (if present).
+
+    Every protocol assumes disjoint identities: a test identity that is also trained on
+    inflates the test numbers without a word.
+    """
+    for other in SPLITS:
+        path = root / "exp" / f"{other}_id.txt"
+        if other == split or not path.is_file():
+            continue
+        shared = sorted(set(ids) & set(read_id_file(path)))
+        if shared:
+            shown = ", ".join(map(str, shared[:10])) + (", ..." if len(shared) > 10 else "")
+            first, second = sorted((split, other), key=SPLITS.index)
+            raise IdFileError(
+                f"exp/{first}_id.txt and exp/{second}_id.txt of {str(root)!r} share "
+                f"{len(shared)} identities ({shown}); the splits must be disjoint (a test "
+                "identity must never be trained on): remove them from one of the files"
+            )
 
 
 def _images(root: Path, camid: int, pid: int) -> list[Path]:
+    """The image files of one identity in one camera, sorted; a symbolic link is listed
+    even when it is broken, so that reading it names it instead of skipping it."""
     folder = root / f"cam{camid}" / f"{pid:04d}"
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file())
+    return sorted(p for p in folder.iterdir() if p.is_symlink() or p.is_file())
 
 
 def _split_records(root: Path, pids: list[int], cameras) -> list[Record]:
@@ -280,6 +305,14 @@ def all_records(root: str | Path, split: str = "test", trial: int = 1) -> dict[s
     root = check_root(root)
     records = _split_records(root, read_ids(root, split), range(1, 7))
     return by_modality(records)
+
+
+def ids_without_images(root: str | Path, split: str = "test", trial: int = 1) -> list[int]:
+    """The identities ``exp/{split}_id.txt`` lists that have no image in any camera, sorted."""
+    root = check_root(root)
+    return sorted(
+        pid for pid in read_ids(root, split) if not any(_images(root, c, pid) for c in range(1, 7))
+    )
 
 
 def index_files(root: str | Path) -> list[Path]:

@@ -53,8 +53,30 @@ def planned_run_dir(cfg: Config) -> Path:
     return Path(cfg.train.output_dir) / name
 
 
+def check_writable_folder(run_dir: Path) -> None:
+    """Refuse a run folder that cannot be created or written: a file on its path, or a
+    folder the user may not write to (``train.output_dir`` read-only). No writes."""
+    run_dir = Path(run_dir)
+    for folder in (run_dir, *run_dir.parents):
+        if not folder.exists():
+            continue
+        if not folder.is_dir():
+            key = "train.output_dir" if folder != run_dir else "the run folder"
+            raise RunFolderError(
+                f"{key} cannot be created: {str(folder)!r} is a file, not a folder; point "
+                "train.output_dir at a folder (it is created if missing)"
+            )
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise RunFolderError(
+                f"cannot write the run folder {str(run_dir)!r}: {str(folder)!r} is not "
+                "writable; point train.output_dir at a folder you can write to"
+            )
+        return
+
+
 def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Refuse a folder that already holds something, unless it may be moved aside."""
+    check_writable_folder(run_dir)
     check_unlocked(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise RunFolderError(

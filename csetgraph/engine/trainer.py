@@ -390,11 +390,18 @@ class Trainer:
         """Read the window's sums back (one host sync), check the loss, report the terms."""
         loss, terms, health = window.read()
         if not math.isfinite(loss):
+            last = self.run_dir / "checkpoints" / "last.pt"
+            then = (
+                f"the last good checkpoint is {last}: resume from it with "
+                f"train.resume={self.run_dir}"
+                if last.is_file()
+                else "no checkpoint was written yet: start the run again"
+            )
             raise NonFiniteLossError(
                 f"the loss became non-finite by epoch {epoch + 1}, step {self.step} (sums of "
-                f"the last {window.count} steps: {terms}). The last good checkpoint is "
-                f"{self.run_dir / 'checkpoints' / 'last.pt'}; lower train.lr or use "
-                "train.amp=off, then resume from it"
+                f"the last {window.count} steps: {terms}): lower train.lr (now "
+                f"{self.cfg.train.lr:g}), use train.amp=off, or check data.mean and data.std; "
+                f"{then}"
             )
         for k, v in terms.items():
             totals[k] = totals.get(k, 0.0) + v

@@ -207,7 +207,8 @@ def test_checkpoint_without_config_file_and_best_pt(roots, tmp_path, capsys):
     assert main(["--checkpoint", str(run), "--no-progress", "eval.trials=1"]) == 0
     assert len(json.loads((run / "eval_llcm.json").read_text())["results"]["i2v"]["trials"]) == 1
     save_config(cfg, tmp_path / "recipe.yaml")
-    assert main(["--checkpoint", best, "--config", str(tmp_path / "recipe.yaml")]) == 0
+    recipe = ["--config", str(tmp_path / "recipe.yaml")]
+    assert main(["--checkpoint", best, *recipe, "--overwrite"]) == 0  # eval_llcm.json again
 
 
 @pytest.fixture
@@ -285,3 +286,59 @@ def test_a_folder_that_cannot_be_fingerprinted_is_still_evaluated(roots, tmp_pat
     assert main(["--checkpoint", str(run), "--no-progress"]) == 0
     assert "warning: data set not fingerprinted" in capsys.readouterr().err
     assert json.loads((run / "eval_sysu_mm01.json").read_text())["data_fingerprints"] == [None]
+
+
+def test_an_existing_results_file_is_refused_unless_overwrite(sysu_run, tmp_path, capsys):
+    metrics = sysu_run / "metrics.json"
+    metrics.write_text('{"final": "the run\'s own numbers"}')
+    for output in (metrics, None):  # the run's metrics.json, then the default file
+        if output is None:
+            output = sysu_run / "eval_sysu_mm01.json"
+            output.write_text("earlier results")
+        before = output.read_text()
+        assert main(["--checkpoint", str(sysu_run), "--output", str(output)]) == EXIT_USER_ERROR
+        assert error_line(capsys) == (
+            f"csetgraph evaluate: error: {str(output)!r} already exists; pass --overwrite to "
+            "replace it, or choose another --output"
+        )
+        assert output.read_text() == before
+    assert main(["--checkpoint", str(sysu_run)]) == EXIT_USER_ERROR  # the default, implied
+    assert "eval_sysu_mm01.json' already exists" in error_line(capsys)
+    argv = ["--checkpoint", str(sysu_run), "--output", str(metrics), "--overwrite", "eval.trials=1"]
+    assert main([*argv, "--no-progress"]) == 0
+    assert json.loads(metrics.read_text())["settings"]["trials"] == 1
+    capsys.readouterr()
+    folder = tmp_path / "results"
+    folder.mkdir()
+    assert main(["--checkpoint", str(sysu_run), "--output", str(folder)]) == EXIT_USER_ERROR
+    assert error_line(capsys) == (
+        f"csetgraph evaluate: error: --output {str(folder)!r} is a folder; pass a file for the "
+        f"results, e.g. {str(folder / 'results.json')!r}"
+    )
+
+
+def test_a_corrupt_image_read_by_a_loader_worker_is_one_line(roots, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(roots["sysu_mm01"], data)
+    run = tmp_path / "run"
+    make_run(run, "sysu_mm01", data, "eval.trials=1", "eval.modes=[all]")
+    test_ids = sorted(int(x) for x in (data / "exp" / "test_id.txt").read_text().split(","))
+    broken = sorted((data / "cam3" / f"{test_ids[0]:04d}").glob("*.jpg"))[0]  # an IR query
+    broken.write_bytes(b"not an image")
+    argv = ["--checkpoint", str(run), "--no-progress", "--num-workers", "1"]
+    assert main(argv) == EXIT_USER_ERROR
+    line = error_line(capsys)
+    assert line.startswith(f"csetgraph evaluate: error: cannot read image {str(broken)!r} (")
+    assert "DataLoader worker" not in line
+
+
+def test_a_test_id_without_images_is_named(roots, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(roots["sysu_mm01"], data)
+    run = tmp_path / "run"
+    make_run(run, "sysu_mm01", data, "eval.trials=1", "eval.modes=[all]")
+    ids = (data / "exp" / "test_id.txt").read_text().strip()
+    (data / "exp" / "test_id.txt").write_text(f"{ids},999\n")  # listed, no folder anywhere
+    assert main(["--checkpoint", str(run), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: 1 test identities of {data} have no images (999)" in err

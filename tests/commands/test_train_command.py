@@ -3,6 +3,7 @@ Ctrl-C naming the last checkpoint, overrides anywhere on the line, resume by run
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -142,4 +143,95 @@ def test_the_script_is_a_shim_with_the_same_exit_status():
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         "csetgraph train: error: train.epochs=0 is out of range: it must be >= 1"
+    )
+
+
+#: (override, start of the message): values that crashed with a traceback, some after the
+#: run folder was written (issue 22); each must stop before anything is written.
+REFUSED_UP_FRONT = [
+    ("train.seed=-1", "train.seed=-1 is out of range: it must be >= 0"),
+    ("train.num_threads=100000000", "train.num_threads=100000000 is out of range"),
+    ("data.train_split=test", "data.train_split='test' is not a training split"),
+    ("data.mean=[0.5, 0.5]", "data.mean=[0.5, 0.5] must be three finite numbers"),
+    ("data.std=[0, 0, 0]", "data.std=[0.0, 0.0, 0.0]: every value must be > 0"),
+    ("train.lr=.inf", "train.lr=inf is out of range: it must be a finite number > 0"),
+    ("model.mhga.strengths=[1, 0.5]", "model.mhga.strengths=[1.0, 0.5] must be 3 finite"),
+    ("model.num_heads=3", "model.num_heads=3 does not divide model.embed_dim=32"),
+    # the fixture tree has 8 training ids (6 train + 2 val)
+    ("data.num_ids_per_batch=9", "8 training identities have images of both modalities, "
+     "fewer than num_ids_per_batch x processes = 9 x 1: lower data.num_ids_per_batch"),
+]  # fmt: skip
+
+
+def test_the_refused_up_front_list_is_not_empty():
+    assert len(REFUSED_UP_FRONT) >= 9
+
+
+@pytest.mark.parametrize(("override", "message"), REFUSED_UP_FRONT)
+def test_unworkable_values_stop_before_anything_is_written(
+    args, tmp_path, capsys, override, message
+):
+    assert main(args(override)) == EXIT_USER_ERROR
+    assert error_line(capsys).startswith(f"csetgraph train: error: {message}")
+    assert not (tmp_path / "cmd").exists()
+
+
+def test_an_output_dir_that_is_a_file_or_read_only(args, tmp_path, capsys, monkeypatch):
+    afile = tmp_path / "runs.txt"
+    afile.write_text("mine")
+    assert main(args(f"train.output_dir={afile}")) == EXIT_USER_ERROR
+    assert error_line(capsys) == (
+        f"csetgraph train: error: train.output_dir cannot be created: {str(afile)!r} is a file, "
+        "not a folder; point train.output_dir at a folder (it is created if missing)"
+    )
+    assert afile.read_text() == "mine"
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.access(locked, os.W_OK):  # root writes anywhere: report it unwritable, as for users
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, m: False if p == locked else real(p, m))
+    assert main(args(f"train.output_dir={locked / 'deeper'}")) == EXIT_USER_ERROR
+    assert error_line(capsys) == (
+        f"csetgraph train: error: cannot write the run folder {str(locked / 'deeper' / 'cmd')!r}: "
+        f"{str(locked)!r} is not writable; point train.output_dir at a folder you can write to"
+    )
+    locked.chmod(0o755)
+    assert list(locked.iterdir()) == []
+
+
+def test_a_non_finite_loss_names_a_checkpoint_only_when_there_is_one(
+    args, tmp_path, monkeypatch, capsys
+):
+    def nan_after(steps):
+        def build(loss_cfg):
+            real, calls = build_criterion(loss_cfg), []
+
+            def criterion(out, pids, **kwargs):
+                calls.append(1)
+                loss, *rest = real(out, pids, **kwargs)
+                return (loss * float("nan") if len(calls) > steps else loss, *rest)
+
+            return criterion
+
+        return build
+
+    monkeypatch.setattr(trainer_mod, "build_criterion", nan_after(0))
+    assert main(args("train.run_name=first")) == EXIT_USER_ERROR
+    line = error_line(capsys)  # the very first step: no checkpoint exists
+    assert "lower train.lr (now 0.00035), use train.amp=off, or check data.mean and data.std" in (
+        line
+    )
+    assert line.endswith("; no checkpoint was written yet: start the run again")
+    assert "last good checkpoint" not in line
+    assert not (tmp_path / "first" / "checkpoints" / "last.pt").exists()
+    # two steps per epoch, NaN from the third: epoch 1 wrote last.pt, epoch 2 stops
+    monkeypatch.setattr(trainer_mod, "build_criterion", nan_after(2))
+    assert main(args("train.run_name=second", "train.epochs=2")) == EXIT_USER_ERROR
+    line = error_line(capsys)
+    run = tmp_path / "second"
+    assert (run / "checkpoints" / "last.pt").is_file()
+    last = run / "checkpoints" / "last.pt"
+    assert line.endswith(
+        f"; the last good checkpoint is {last}: resume from it with train.resume={run}"
     )

@@ -110,3 +110,27 @@ def test_script_is_a_shim_of_the_command():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.main is main
+
+
+def test_an_output_without_an_image_suffix_is_refused_first(tiny_run, tmp_path, capsys):
+    run = str(tiny_run["dir"])
+    cases = [
+        (str(tmp_path / "ranked"), "has no image suffix"),
+        (str(tmp_path / "ranked.pngg"), "has the suffix .pngg, not an image format"),
+        (str(tmp_path / "figs") + "/", "has no image suffix"),
+    ]
+    assert cases
+    for output, message in cases:
+        assert main(["ranked", "--checkpoint", run, "--output", output]) == EXIT_USER_ERROR
+        line = error_line(capsys, "ranked")
+        assert f"--output {output!r} {message}; end it with .png (or one of " in line
+        assert ".pdf" in line and ".svg" in line
+    # Refused before the run is read: a missing run is not what the message is about.
+    argv = ["curves", "--run", str(tmp_path / "nope"), "--output", str(tmp_path / "c")]
+    assert main(argv) == EXIT_USER_ERROR
+    assert "has no image suffix" in error_line(capsys, "curves")
+    assert not any(tmp_path.iterdir())
+    # An upper-case or non-PNG suffix is written in that format.
+    pdf = tmp_path / "curves.PDF"
+    assert main(["curves", "--run", run, "--output", str(pdf)]) == 0
+    assert pdf.read_bytes().startswith(b"%PDF")

@@ -174,11 +174,12 @@ def test_the_contract_names_the_calls_the_table_serves():
         "test_split",
         "eval_trials",
         "all_records",
+        "ids_without_images",
         "index_files",
         "generate",
     }
     # keyword-only after root: the table is never called with the modules' positional orders
-    for name in ("train_records", "test_split", "eval_trials", "all_records"):
+    for name in ("train_records", "test_split", "eval_trials", "all_records", "ids_without_images"):
         kinds = [p.kind for p in functions[name].parameters.values() if p.name != "root"]
         assert kinds and set(kinds) == {inspect.Parameter.KEYWORD_ONLY}, name
 
@@ -200,6 +201,7 @@ def test_the_contract_check_finds_what_a_new_module_gets_wrong():
     fake.test_split = lambda root, split, direction, trial, shots: ([], [])  # no mode; shots
     fake.eval_trials = lambda num_trials, data_trial=2: []  # wrong default
     fake.all_records = lambda split, trial: {}  # root missing: "split" sits at place 1
+    fake.ids_without_images = lambda root, split, trial=1: []  # fine: a default is allowed
     fake.index_files = lambda root: []
     assert contract_violations(fake) == [
         "MODES must be a non-empty tuple of str, got ()",

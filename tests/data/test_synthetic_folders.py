@@ -150,6 +150,39 @@ def test_a_generated_folder_changed_by_hand_is_not_regenerated(tmp_path):
     assert _checksums(root) == before
 
 
+def test_an_image_edited_in_place_to_the_same_size_is_not_regenerated(tmp_path):
+    root = tmp_path / "syn"
+    ensure_dataset(_config(root), progress=False)
+    image = sorted((root / "cam1").rglob("*.jpg"))[0]
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the user's edit: same size, other content
+    image.write_bytes(bytes(data))
+    before = _checksums(root)
+    with pytest.raises(DataFolderError, match="changed since"):
+        ensure_dataset(_config(root, seed=9), progress=False)
+    assert _checksums(root) == before
+
+
+def test_a_marker_from_before_content_digests_still_decides_by_paths_and_sizes(tmp_path):
+    root = tmp_path / "syn"
+    ensure_dataset(_config(root), progress=False)
+    marker = json.loads((root / synthetic.MARKER).read_text())
+    del marker[synthetic.CONTENT_KEY]
+    # What such a marker recorded: sha256 of the sorted [path, size] pairs, 16 hex digits.
+    entries = sorted(
+        [p.relative_to(root).as_posix(), p.stat().st_size]
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith(".csetgraph-synthetic")
+    )
+    text = json.dumps(entries, separators=(",", ":"))
+    marker["content"] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    (root / synthetic.MARKER).write_text(json.dumps(marker))
+    ensure_dataset(_config(root), progress=False)  # same values: reused as it is
+    ensure_dataset(_config(root, seed=9), progress=False)  # unchanged: regenerated
+    assert synthetic.read_marker(root)["params"]["seed"] == 9
+    assert synthetic.CONTENT_KEY in synthetic.read_marker(root)
+
+
 def test_an_interrupted_generation_is_finished_on_the_next_run(tmp_path, monkeypatch):
     root = tmp_path / "syn"
     calls = {"n": 0}

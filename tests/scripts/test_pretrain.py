@@ -88,3 +88,27 @@ def test_colour_heads_learn_from_visible_images_only():
             assert grad is None or torch.count_nonzero(grad) == 0, name
         else:
             assert grad is not None and torch.count_nonzero(grad) > 0, name
+
+
+def test_an_existing_output_is_refused_before_anything_is_rendered(tmp_path, capsys, monkeypatch):
+    shipped = ROOT / "weights" / "synthetic_vit_tiny.safetensors"
+    before = hashlib.sha256(shipped.read_bytes()).hexdigest()
+    rendered = []
+    monkeypatch.setattr(pretrain, "render_pretrain_set", lambda *a, **k: rendered.append(a))
+    monkeypatch.chdir(ROOT)  # the default --out is relative to the project folder
+    assert pretrain.main([*TINY, "--no-progress"]) == 2  # the default: the shipped weights
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "pretrain_backbone: error: 'weights/synthetic_vit_tiny.safetensors' already exists "
+        "(the shipped weights, by default); pass --overwrite to replace it, or write "
+        "elsewhere with --out"
+    ]
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(b"mine")
+    assert pretrain.main([*TINY, "--out", str(mine), "--no-progress"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert rendered == [] and mine.read_bytes() == b"mine"
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == before
+    monkeypatch.undo()
+    digest = _run_here(mine, "--overwrite")  # replaced on request ...
+    assert digest == _run_here(tmp_path / "fresh.safetensors")  # ... with the same bytes
