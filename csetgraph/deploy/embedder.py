@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from csetgraph.config import Config
-from csetgraph.data.records import MODALITIES, Record
+from csetgraph.data.records import MODALITIES, Record, image_to_rgb
 from csetgraph.data.torch_datasets import ImageDataset
 from csetgraph.engine.runs import eval_transform, input_stats, load_run, run_folder
 from csetgraph.errors import ConfigError
@@ -107,7 +107,7 @@ class RunEmbedder:
         """Embed PIL images (any size: the transform resizes them)."""
         if not images:
             return np.zeros((0, 0), dtype=np.float32)
-        batch = torch.stack([self.transform(img.convert("RGB")) for img in images])
+        batch = torch.stack([self.transform(image_to_rgb(img)) for img in images])
         return self.embed_tensor(batch, modality)
 
     def embed_records(
