@@ -104,7 +104,8 @@ def forward_loss(model, criterion, batch, amp, device):
     torch.manual_seed(1)
     with amp_ctx:
         out = model(vis, ir)
-        loss, terms = criterion(out, pids)
+        loss, terms, stats = criterion(out, pids, return_stats=True)
+    terms["pos_dist"], terms["neg_dist"] = stats.triplet.pos_dist, stats.triplet.neg_dist
     return out, loss, terms
 
 
@@ -131,7 +132,7 @@ def test_a_bf16_step_on_cuda_is_finite_and_close_to_fp32(cuda):
     )
 
     assert out16.logits.dtype == torch.bfloat16 and out32.logits.dtype == torch.float32
-    assert set(terms16) == set(terms32) == {"ce", "tri", "cd", "total"}
+    assert set(terms16) == set(terms32) == {"ce", "tri", "cd", "total", "pos_dist", "neg_dist"}
     for name in terms32:
         assert torch.isfinite(terms16[name]), name
         assert terms16[name].dtype == torch.float32, name  # losses come out in fp32
@@ -141,7 +142,13 @@ def test_a_bf16_step_on_cuda_is_finite_and_close_to_fp32(cuda):
     agree = sum(len(a & b) for a, b in zip(sets16, sets32, strict=True))
     assert agree >= 0.9 * sum(len(b) for b in sets32)
     # Triplet and identity values within bf16's error, and gradients pointing the same way.
-    torch.testing.assert_close(terms16["tri"], terms32["tri"], rtol=0, atol=0.01)
+    # Eq. 9's squared distances are unnormalised: bf16 features carry a relative error, so the
+    # mined distances are compared relatively, and the hinge against the distances' scale (on
+    # the H200, ViT-S at random init: |tri16 - tri32| was 0.11, an absolute 0.01 was too tight).
+    for name in ("pos_dist", "neg_dist"):
+        torch.testing.assert_close(terms16[name], terms32[name], rtol=0.03, atol=0)
+    scale = float(terms32["neg_dist"])
+    torch.testing.assert_close(terms16["tri"], terms32["tri"], rtol=0, atol=0.03 * scale)
     torch.testing.assert_close(terms16["ce"], terms32["ce"], rtol=0.02, atol=0)
     flat = [
         (a.flatten(), b.flatten()) for a, b in zip(grads16, grads32, strict=True) if b is not None
@@ -176,7 +183,7 @@ def test_device_auto_trains_and_evaluates_on_the_first_gpu(tiny_config, tmp_path
     assert {p.device for p in model.parameters()} == {torch.device("cuda", 0)}
     assert "device cuda:0" in (run_dir / "log.txt").read_text()
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics) == {"all", "indoor"}
+    assert set(metrics) == {"all", "indoor", "mechanisms"}
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     # The trained model embeds on the GPU as on the CPU (fp32 both).
