@@ -28,6 +28,10 @@ from csetgraph.graph import DISTANT, token_relation
 TRIPLET_FEATURES = {
     "heads": "the W' heads of the clean and mixed class tokens",
     "neck": "the neck input (the retrieval feature before its BatchNorm)",
+    "retrieval": "the retrieval feature (the neck's BatchNorm output)",
+    "neck+heads": "the neck input, and the W' heads of the clean and mixed class tokens",
+    "retrieval+heads": "the retrieval feature, and the W' heads of the clean and mixed class "
+    "tokens",
 }
 
 
