@@ -22,6 +22,7 @@ COMMANDS = {
     "evaluate": "evaluate a run with the SYSU-MM01, RegDB or LLCM protocol",
     "visualize": "figures of a run: ranked lists, heat maps, t-SNE, curves",
     "complexity": "parameters and inference time of each Table 1 configuration",
+    "inspect": "mechanism health of a trained run, with a verdict per mechanism",
     "export": "export a run's two embedders to ONNX, parity-checked against PyTorch",
     "index": "embed a gallery (a data-set split or a folder) into a faiss index",
     "search": "search a gallery index with query images",

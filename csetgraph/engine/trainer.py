@@ -6,7 +6,7 @@
     for each epoch:
         train_epoch()               the steps; loss terms stay on the device between log points
         validate()                  optional (train.eval_every), for best.pt
-        log_epoch()                 log.txt line and TensorBoard scalars
+        log_epoch()                 log.txt lines (loss terms, mechanism health), TensorBoard
         save_checkpoints()          last.pt (and best.pt), atomically
     evaluate()                      the test protocol, metrics.json
 
@@ -19,6 +19,11 @@ if you change the global batch).
 
 Nothing is written before the config, the data layout, the model and the checkpoint (on resume)
 have been checked: a start that fails leaves no run folder behind and an existing one unchanged.
+
+Mechanism health (:mod:`csetgraph.engine.health`) rides along with the loss terms: each step's
+statistics stay on the device and are read back at the same log points; they go to TensorBoard
+(``mechanisms/...``), to one ``log.txt`` line per epoch and to the ``mechanisms`` section of
+``metrics.json`` (kept in ``last.pt`` across a resume).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -41,6 +46,7 @@ from csetgraph.data.build import build_train_data, ensure_dataset
 from csetgraph.data.pipeline import TrainLoader, build_train_loader
 from csetgraph.data.samplers import CrossModalityIdentitySampler
 from csetgraph.data.transforms import build_test_transform
+from csetgraph.engine import health as mech
 from csetgraph.engine import run_folder as rf
 from csetgraph.engine.checkpoint import (
     CHECKPOINT_VERSION,
@@ -126,10 +132,12 @@ class EpochStats:
     lr_last: float
     images_per_second: float
     seconds: float
+    mechanisms: dict[str, float] = field(default_factory=dict)  # epoch means (engine.health)
 
 
 class _Window:
-    """Sums of the loss and its terms over the steps since the last read, kept on the device."""
+    """Sums of the loss, its terms and the mechanism statistics over the steps since the last
+    read, kept on the device."""
 
     def __init__(self):
         self.clear()
@@ -137,18 +145,28 @@ class _Window:
     def clear(self) -> None:
         self.loss: torch.Tensor | None = None
         self.terms: dict[str, torch.Tensor] = {}
+        self.health: dict[str, torch.Tensor] = {}
         self.count = 0
 
-    def add(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+    def add(
+        self,
+        loss: torch.Tensor,
+        terms: dict[str, torch.Tensor],
+        health: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         self.loss = loss if self.loss is None else self.loss + loss
-        for k, v in terms.items():
-            self.terms[k] = self.terms[k] + v if k in self.terms else v
+        for sums, new in ((self.terms, terms), (self.health, health or {})):
+            for k, v in new.items():
+                sums[k] = sums[k] + v if k in sums else v
         self.count += 1
 
-    def read(self) -> tuple[float, dict[str, float]]:
+    def read(self) -> tuple[float, dict[str, float], dict[str, float]]:
         """The sums as Python numbers: one device-to-host copy for all of them."""
-        values = torch.stack([t.float() for t in (self.loss, *self.terms.values())]).tolist()
-        return values[0], dict(zip(self.terms, values[1:], strict=True))
+        tensors = (self.loss, *self.terms.values(), *self.health.values())
+        values = torch.stack([t.float() for t in tensors]).tolist()
+        n = 1 + len(self.terms)
+        terms = dict(zip(self.terms, values[1:n], strict=True))
+        return values[0], terms, dict(zip(self.health, values[n:], strict=True))
 
 
 class Trainer:
@@ -161,6 +179,9 @@ class Trainer:
         self.lock: rf.RunLock | None = None
         self.writer = None
         self.start_epoch, self.step, self.best = 0, 0, None
+        #: Mechanism health: per-epoch means (``{"epoch", "stats"}``) and the static facts.
+        self.mechanisms: list[dict] = []
+        self.mechanism_static: dict = {}
 
     # ---------------------------------------------------------------------- setup
 
@@ -249,6 +270,9 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.start_epoch = int(ckpt["epoch"])
         self.best = ckpt.get("best")
+        recorded = ckpt.get("mechanisms") or {}
+        self.mechanisms = list(recorded.get("epochs", []))
+        self.mechanism_static = dict(recorded.get("static", {}))
         self.step = self.start_epoch * len(self.sampler)
 
     def _open_run_folder(self) -> None:
@@ -310,13 +334,17 @@ class Trainer:
 
     # ---------------------------------------------------------------------- one epoch
 
-    def _step(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One optimiser step; returns the loss and its terms, detached, still on the device."""
+    def _step(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+        """One optimiser step; returns the loss, its terms and the mechanism statistics,
+        detached, still on the device."""
         vis, ir, vis_pid, ir_pid = (t.to(self.device, non_blocking=True) for t in batch)
         pids = torch.cat([vis_pid, ir_pid])
         with self.amp_ctx:
             out = self.train_model(vis, ir)
-            loss, terms = self.criterion(out, pids)
+            loss, terms, loss_stats = self.criterion(out, pids, return_stats=True)
+        health = mech.step_statistics(out, terms, loss_stats)
+        if not self.mechanism_static:
+            self.mechanism_static = mech.static_info(out, self.cfg.loss.margin)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -326,7 +354,7 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
         self.scheduler.step()
-        return loss.detach(), {k: v.detach() for k, v in terms.items()}
+        return loss.detach(), {k: v.detach() for k, v in terms.items()}, health
 
     def train_epoch(self, epoch: int) -> EpochStats:
         """The epoch's steps. Loss terms are summed on the device and read back only every
@@ -340,6 +368,7 @@ class Trainer:
             leave=False,
         )
         totals: dict[str, float] = {}
+        self._health_totals: dict[str, float] = {}
         window = _Window()
         lr_first, seen, t0, n = self.optimizer.param_groups[0]["lr"], 0, time.time(), 0
         lr_last = lr_first
@@ -354,11 +383,12 @@ class Trainer:
         elapsed = time.time() - t0
         means = {k: v / max(1, n) for k, v in totals.items()}
         rate = seen * self.dist.world_size / max(elapsed, 1e-9)
-        return EpochStats(means, lr_first, lr_last, rate, elapsed)
+        health = {k: v / max(1, n) for k, v in self._health_totals.items()}
+        return EpochStats(means, lr_first, lr_last, rate, elapsed, health)
 
     def _flush(self, window: _Window, totals: dict[str, float], epoch: int, bar) -> None:
         """Read the window's sums back (one host sync), check the loss, report the terms."""
-        loss, terms = window.read()
+        loss, terms, health = window.read()
         if not math.isfinite(loss):
             raise NonFiniteLossError(
                 f"the loss became non-finite by epoch {epoch + 1}, step {self.step} (sums of "
@@ -368,12 +398,17 @@ class Trainer:
             )
         for k, v in terms.items():
             totals[k] = totals.get(k, 0.0) + v
+        for k, v in health.items():
+            self._health_totals[k] = self._health_totals.get(k, 0.0) + v
         means = {k: v / window.count for k, v in terms.items()}
+        health_means = {k: v / window.count for k, v in health.items()}
         window.clear()
         bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
         if self.writer is not None:
             for k, v in means.items():
                 self.writer.add_scalar(f"loss/{k}", v, self.step)
+            for k, v in health_means.items():
+                self.writer.add_scalar(f"mechanisms/{k}", v, self.step)
 
     # ---------------------------------------------------------------------- after an epoch
 
@@ -409,6 +444,10 @@ class Trainer:
             stats.seconds,
             val_txt,
         )
+        if stats.mechanisms:
+            self.mechanisms.append({"epoch": epoch + 1, "stats": stats.mechanisms})
+            summary = mech.summary_line(stats.mechanisms)
+            log.info("mechanisms %d/%d | %s", epoch + 1, self.cfg.train.epochs, summary)
         w, x = self.writer, epoch + 1
         w.add_scalar("train/lr", stats.lr_last, x)
         w.add_scalar("train/lr_first", stats.lr_first, x)
@@ -438,6 +477,7 @@ class Trainer:
             "rng": rng_state(),
             "config": json.dumps(config_to_dict(self.cfg)),
             "num_classes": self.data.num_classes,
+            "mechanisms": {"epochs": self.mechanisms, "static": self.mechanism_static},
         }
         _save(state, folder / "last.pt", folder)
 
@@ -454,7 +494,8 @@ class Trainer:
         if self.cfg.data.dataset == "sysu_mm01":
             title = "SYSU-MM01 protocol, infrared -> visible, test identities"
         log.info("final evaluation (%s)\n%s", self.run_dir, format_table(results, title=title))
-        _write_json(self.run_dir / "metrics.json", results)
+        section = mech.mechanisms_section(self.mechanisms, self.mechanism_static)
+        _write_json(self.run_dir / "metrics.json", {**results, "mechanisms": section})
         path = self.run_dir / "fingerprint.json"
         recorded = json.loads(path.read_text()) if path.is_file() else {}
         _write_json(path, {**recorded, "eval": _fingerprint(self.cfg)})
@@ -503,7 +544,8 @@ def train(cfg: Config, *, progress: bool = True) -> dict:
 
     The run folder holds ``config.yaml`` (the resolved config), ``log.txt``, TensorBoard
     event files, ``checkpoints/last.pt`` (and ``best.pt`` with periodic validation),
-    ``metrics.json``, and while the run is live, ``run.lock``.
+    ``metrics.json`` (the evaluation results per mode, and the ``mechanisms`` health section),
+    and while the run is live, ``run.lock``.
 
     Raises:
         RunFolderError: the run folder holds a run (resume it, rename, or overwrite) or is in use.

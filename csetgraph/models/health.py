@@ -24,16 +24,6 @@ from torch import Tensor
 
 from csetgraph.graph import DISTANT, token_relation
 
-#: What the triplet loss trains, by :attr:`ModelHealth.triplet_feature`.
-TRIPLET_FEATURES = {
-    "heads": "the W' heads of the clean and mixed class tokens",
-    "neck": "the neck input (the retrieval feature before its BatchNorm)",
-    "retrieval": "the retrieval feature (the neck's BatchNorm output)",
-    "neck+heads": "the neck input, and the W' heads of the clean and mixed class tokens",
-    "retrieval+heads": "the retrieval feature, and the W' heads of the clean and mixed class "
-    "tokens",
-}
-
 
 @dataclass
 class ModelHealth:
@@ -48,7 +38,9 @@ class ModelHealth:
         mhga_mass: ``(3,)`` mean attention mass per target node on its same, adjacent and
             distant neighbours (sums to 1), or ``None`` without MHGA.
         mhga_uniform: ``(3,)`` the same for a uniform attention over the graph's edges.
-        triplet_feature: a key of :data:`TRIPLET_FEATURES`.
+        triplet_feature: what the triplet loss trains: ``"heads"`` (the ``W'`` heads of the
+            clean and mixed class tokens) or ``"neck"`` (the neck input, the retrieval feature
+            before its BatchNorm).
     """
 
     se_layers: tuple[int, ...]
@@ -132,7 +124,6 @@ def local_edges(relation: Tensor) -> Tensor:
 
 
 __all__ = [
-    "TRIPLET_FEATURES",
     "ModelHealth",
     "class_token_cosine",
     "local_edges",

@@ -84,7 +84,9 @@ def test_unusable_checkpoint(args, tmp_path, capsys):
 def test_non_finite_loss(args, monkeypatch, capsys):
     def nan_criterion(loss_cfg):
         real = build_criterion(loss_cfg)
-        return lambda out, pids: (lambda lt: (lt[0] * float("nan"), lt[1]))(real(out, pids))
+        return lambda out, pids, **kw: (lambda lt: (lt[0] * float("nan"), *lt[1:]))(
+            real(out, pids, **kw)
+        )
 
     monkeypatch.setattr(trainer_mod, "build_criterion", nan_criterion)
     assert main(args()) == EXIT_USER_ERROR

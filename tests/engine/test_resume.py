@@ -105,10 +105,10 @@ def _nan_after(calls: int):
     def build(loss_cfg):
         real = build_criterion(loss_cfg)
 
-        def criterion(out, pids):
-            loss, terms = real(out, pids)
+        def criterion(out, pids, **kwargs):
+            loss, *rest = real(out, pids, **kwargs)
             count["n"] += 1
-            return (loss * float("nan"), terms) if count["n"] > calls else (loss, terms)
+            return (loss * float("nan"), *rest) if count["n"] > calls else (loss, *rest)
 
         return criterion
 

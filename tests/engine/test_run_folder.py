@@ -136,7 +136,7 @@ def test_resume_takes_over_a_stale_lock_removes_temporaries_and_records_safe_cha
     }
     ckpt = load_checkpoint(copy_run)
     assert ckpt["epoch"] == 2 and json.loads(ckpt["config"])["train"]["epochs"] == 2
-    assert set(json.loads((copy_run / "metrics.json").read_text())) == {"all"}
+    assert set(json.loads((copy_run / "metrics.json").read_text())) == {"all", "mechanisms"}
 
 
 def test_resume_without_a_complete_checkpoint_offers_to_start_over(tiny_config, tmp_path):

@@ -57,7 +57,7 @@ def test_end_to_end_run_writes_config_checkpoint_and_metrics(tiny_run):
     assert not (run / "run.lock").exists()  # released at the end
     assert load_config(run / "config.yaml").model.embed_dim == 32
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"all", "indoor"}
+    assert set(metrics) == {"all", "indoor", "mechanisms"}
     assert len(metrics["all"]["trials"]) == 2
     for key in ("rank1", "rank10", "mAP", "mINP"):
         assert 0.0 <= metrics["all"]["mean"][key] <= 1.0

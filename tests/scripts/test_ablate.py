@@ -87,6 +87,7 @@ def test_parse_sweep():
 def _metrics(run_dir: Path) -> dict[str, float]:
     """A run's own metrics.json, read independently of the table code."""
     res = json.loads((run_dir / "metrics.json").read_text())
+    res.pop("mechanisms")  # the health section, not a result
     return {f"{s}/{m}": v for s, r in res.items() for m, v in r["mean"].items()}
 
 
