@@ -218,3 +218,55 @@ def test_call_forms_are_checked():
         model.forward_head(tokens, "vis")
     with pytest.raises(ValueError, match="modality must be one of"):
         model(vis, modality="rgb")
+
+
+def test_retrieval_reading_trains_the_embedding_that_retrieval_uses():
+    model = make(triplet=TripletOptions(feature="retrieval")).eval()
+    vis, ir = pair()
+    out = model(vis, ir)
+    torch.testing.assert_close(out.triplet_feat, out.retrieval_feat)
+    # the loss normalises these rows: they are then exactly the retrieval embeddings
+    torch.testing.assert_close(F.normalize(out.triplet_feat[4:], dim=1), model.embed(ir, "ir"))
+
+
+@pytest.mark.parametrize("heads", ["replace", "add"])
+def test_with_se_the_head_rows_replace_or_join_the_image_rows(heads):
+    model = make(se=SE, triplet=TripletOptions(heads=heads)).eval()
+    vis, ir = pair()
+    out = model(vis, ir)
+    assert out.head_feat.shape == (16, C)
+    assert torch.equal(out.head_rows, torch.arange(8).repeat(2))
+    assert torch.equal(out.head_modality, torch.tensor([0] * 4 + [1] * 4).repeat(2))
+    if heads == "replace":
+        assert out.triplet_feat is None
+    else:
+        torch.testing.assert_close(out.triplet_feat, out.feat)
+    # the clean rows are W' of the final-normed class tokens
+    tokens = model.forward_features(vis, "vis")
+    torch.testing.assert_close(out.head_feat[:4], model.tri_heads["vis"](tokens[:, 0]))
+
+
+def test_head_dropout_is_its_own_switch():
+    vis, ir = pair()
+    for dropout, same in ((0.0, True), (0.5, False)):
+        model = make(se=SE, triplet=TripletOptions(head_dropout=dropout)).train()
+        torch.manual_seed(0)
+        first = model(vis, ir).head_feat
+        second = model(vis, ir).head_feat
+        assert torch.equal(first, second) is same
+
+
+def test_config_errors_name_the_config_key():
+    from csetgraph.config import load_config
+    from csetgraph.errors import ConfigError
+    from csetgraph.models import build_model
+
+    cfg = load_config(None, ["model.embed_dim=32", "model.depth=4", "model.num_heads=2"])
+    cfg.model.pretrained = ""
+    cfg.model.triplet.feature = "bn"
+    with pytest.raises(ConfigError, match=r"^model\.triplet\.feature must be one of"):
+        build_model(cfg.model, 5, (128, 64))
+    cfg.model.triplet.feature = "retrieval"
+    cfg.model.share_encoders = True
+    with pytest.raises(ConfigError, match=r"^model\.share_encoders must be False"):
+        build_model(cfg.model, 5, (128, 64))
