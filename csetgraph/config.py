@@ -93,7 +93,7 @@ class TripletConfig:
     """What eq. 9 trains (docs/model.md); the paper's text is feature=neck, heads=replace,
     head_dropout=0.5."""
 
-    feature: str = "retrieval"  # neck (before the BNNeck's BatchNorm) | retrieval (after it)
+    feature: str = "neck"  # neck (before the BNNeck's BatchNorm) | retrieval (after it)
     heads: str = "add"  # with SE, the W' rows: replace the image rows | add a second term
     head_dropout: float = 0.0  # dropout at the end of each W' head
 
