@@ -41,7 +41,13 @@ LABELS = {
 }
 #: Statistics shown in percent.
 _SHARES = {"same_position", "active"}
-_GROUPS = (("SE", "se/"), ("CA", "ca/"), ("triplet", "triplet/"), ("MHGA", "mhga/"))
+_GROUPS = (
+    ("SE", "se/"),
+    ("CA", "ca/"),
+    ("triplet", "triplet/"),
+    ("triplet, second term on the W' heads", "triplet_heads/"),
+    ("MHGA", "mhga/"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

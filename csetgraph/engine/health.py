@@ -19,6 +19,7 @@ steps. Names (also the TensorBoard tags, under ``mechanisms/``):
 ``triplet/loss``                          the triplet term (eq. 9, mean over anchors)
 ``triplet/active``                        share of anchors with an open hinge (loss > 0)
 ``triplet/pos_dist``, ``triplet/neg_dist``  mean hardest positive and negative distance
+``triplet_heads/...``                     the same four for a second term on the W' heads
 ``mhga/<relation>``                       attention mass per target on same, adjacent,
                                           distant neighbours
 ``mhga/uniform_<relation>``               the same for a uniform attention (the yardstick)
@@ -72,6 +73,8 @@ TRIPLET_OPEN = 1.1
 #: MHGA: every relation's mass within this factor of its uniform share = no preference.
 MHGA_UNIFORM = 0.1
 
+#: The verdict name of a second triplet term on the W' heads.
+HEADS = "triplet (W' heads)"
 #: Verdict levels, worst last.
 LEVELS = ("alive", "weak", "degenerate")
 
@@ -104,9 +107,18 @@ def step_statistics(out, terms: dict[str, torch.Tensor], loss_stats) -> dict[str
             for i, rel in enumerate(RELATIONS):
                 stats[f"mhga/{rel}"] = health.mhga_mass[i]
                 stats[f"mhga/uniform_{rel}"] = health.mhga_uniform[i]
-    stats["triplet/loss"] = terms["tri"]
-    for name, value in loss_stats.triplet._asdict().items():
-        stats[f"triplet/{name}"] = value
+    # The triplet term (the log's ``tri``) and a second term on the W' heads when the loss
+    # has one (``tri_heads``, :attr:`~csetgraph.losses.LossStats.head_triplet`).
+    for prefix, term, triplet in (
+        ("triplet", "tri", loss_stats.triplet),
+        ("triplet_heads", "tri_heads", loss_stats.head_triplet),
+    ):
+        if triplet is None:
+            continue
+        if term in terms:
+            stats[f"{prefix}/loss"] = terms[term]
+        for name, value in triplet._asdict().items():
+            stats[f"{prefix}/{name}"] = value
     return {k: v.detach().float() for k, v in stats.items()}
 
 
@@ -143,11 +155,12 @@ def summary_line(means: dict[str, float]) -> str:
         parts.append("SE " + ", ".join(se + cos))
     if "ca/entropy" in means:
         parts.append(f"CA cd/ce {_ratio(means):.3f} H {means['ca/entropy']:.2f}")
-    if "triplet/active" in means:
-        parts.append(
-            f"tri active {100 * means['triplet/active']:.0f}% "
-            f"d+ {means['triplet/pos_dist']:.3f} d- {means['triplet/neg_dist']:.3f}"
-        )
+    for prefix, short in (("triplet", "tri"), ("triplet_heads", "tri_heads")):
+        if f"{prefix}/active" in means:
+            parts.append(
+                f"{short} active {100 * means[f'{prefix}/active']:.0f}% "
+                f"d+ {means[f'{prefix}/pos_dist']:.3f} d- {means[f'{prefix}/neg_dist']:.3f}"
+            )
     if "mhga/same" in means:
         parts.append("MHGA " + " ".join(f"{r[:3]} {means[f'mhga/{r}']:.2f}" for r in RELATIONS))
     return " | ".join(parts)
@@ -188,7 +201,9 @@ def verdicts(means: dict[str, float], static: dict) -> list[tuple[str, str, list
     naming the numbers that decided them, worst first (so the first says why the level).
     """
     out = []
-    for mechanism, judge in (("SE", _se), ("CA", _ca), ("triplet", _triplet), ("MHGA", _mhga)):
+    judges = (("SE", _se), ("CA", _ca), ("triplet", _triplet), (HEADS, _head_triplet),
+              ("MHGA", _mhga))  # fmt: skip
+    for mechanism, judge in judges:
         found = sorted(judge(means, static), key=lambda f: -LEVELS.index(f[0]))  # stable
         if found:
             out.append((mechanism, found[0][0], [text for _, text in found]))
@@ -270,13 +285,18 @@ def _ca(means: dict[str, float], static: dict) -> list[tuple[str, str]]:
     return found
 
 
-def _triplet(means: dict[str, float], static: dict) -> list[tuple[str, str]]:
-    if "triplet/active" not in means:
+def _triplet(
+    means: dict[str, float], static: dict, prefix: str = "triplet"
+) -> list[tuple[str, str]]:
+    if f"{prefix}/active" not in means or f"{prefix}/loss" not in means:
         return []
-    feature = TRIPLET_FEATURES.get(static.get("triplet_feature", ""), "an unrecorded feature")
+    if prefix == "triplet":
+        feature = TRIPLET_FEATURES.get(static.get("triplet_feature", ""), "an unrecorded feature")
+    else:
+        feature = TRIPLET_FEATURES["heads"]
     margin = static.get("triplet_margin")
-    loss, active = means["triplet/loss"], means["triplet/active"]
-    pos, neg = means["triplet/pos_dist"], means["triplet/neg_dist"]
+    loss, active = means[f"{prefix}/loss"], means[f"{prefix}/active"]
+    pos, neg = means[f"{prefix}/pos_dist"], means[f"{prefix}/neg_dist"]
     text = (
         f"trains {feature}; {100 * active:.0f}% of triplets active, "
         f"hardest positive {pos:.3f} vs negative {neg:.3f}"
@@ -302,6 +322,10 @@ def _triplet(means: dict[str, float], static: dict) -> list[tuple[str, str]]:
             )
         ]
     return [("alive", f"{text}; {where}")]
+
+
+def _head_triplet(means: dict[str, float], static: dict) -> list[tuple[str, str]]:
+    return _triplet(means, static, "triplet_heads")
 
 
 def _mhga(means: dict[str, float], static: dict) -> list[tuple[str, str]]:

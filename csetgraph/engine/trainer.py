@@ -182,6 +182,7 @@ class Trainer:
         #: Mechanism health: per-epoch means (``{"epoch", "stats"}``) and the static facts.
         self.mechanisms: list[dict] = []
         self.mechanism_static: dict = {}
+        self._health_totals: dict[str, float] = {}  # the epoch's sums, reset by train_epoch
 
     # ---------------------------------------------------------------------- setup
 
@@ -368,7 +369,7 @@ class Trainer:
             leave=False,
         )
         totals: dict[str, float] = {}
-        self._health_totals: dict[str, float] = {}
+        self._health_totals = {}
         window = _Window()
         lr_first, seen, t0, n = self.optimizer.param_groups[0]["lr"], 0, time.time(), 0
         lr_last = lr_first

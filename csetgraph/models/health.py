@@ -100,7 +100,8 @@ def relation_mass(attention: Tensor, relation: Tensor) -> Tensor:
         ``(3,)`` float32.
     """
     with torch.no_grad():
-        onehot = F.one_hot(relation.long(), 3).to(torch.float32)  # (n, n, 3)
+        codes = torch.arange(3, device=relation.device)
+        onehot = (relation.unsqueeze(-1) == codes).to(torch.float32)  # (n, n, 3)
         per_target = torch.einsum("bhij,ijr->bhir", attention.float(), onehot)  # (B, H, n, 3)
         return per_target.mean(dim=(0, 1, 2))
 

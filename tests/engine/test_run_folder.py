@@ -137,6 +137,9 @@ def test_resume_takes_over_a_stale_lock_removes_temporaries_and_records_safe_cha
     ckpt = load_checkpoint(copy_run)
     assert ckpt["epoch"] == 2 and json.loads(ckpt["config"])["train"]["epochs"] == 2
     assert set(json.loads((copy_run / "metrics.json").read_text())) == {"all", "mechanisms"}
+    # The mechanism history survives the resume (epoch 1 from last.pt, epoch 2 trained now).
+    section = json.loads((copy_run / "metrics.json").read_text())["mechanisms"]
+    assert [e["epoch"] for e in section["epochs"]] == [1, 2]
 
 
 def test_resume_without_a_complete_checkpoint_offers_to_start_over(tiny_config, tmp_path):
