@@ -80,16 +80,30 @@ class DataConfig:
 @dataclass
 class SEConfig:
     direction: str = "both"  # none | i2v | v2i | both
-    layers: list[int] = field(default_factory=lambda: [2])  # exchange after these blocks
+    # exchange after these blocks: every block but the last, as the paper's recipes do
+    layers: list[int] = field(default_factory=lambda: [0, 1, 2])
     alpha: float = 0.7
-    ratio: float = 0.1  # fraction of each image's patches that receive a partner's feature
+    ratio: float = 0.25  # fraction of each image's patches that receive a partner's feature
     temperature: float = 1.0
+    # eq. 1's product: dot (raw tokens, the paper as written) | scaled (1/sqrt(d)) | cosine
+    # (L2-normalised tokens; docs/model.md: on raw tokens A picks the receiver's own position)
+    similarity: str = "cosine"
 
 
 @dataclass
 class CAConfig:
     enabled: bool = True
     heads: int = 4
+
+
+@dataclass
+class TripletConfig:
+    """What eq. 9 trains (docs/model.md); the paper's text is feature=neck, heads=replace,
+    head_dropout=0.5."""
+
+    feature: str = "neck"  # neck (before the BNNeck's BatchNorm) | retrieval (after it)
+    heads: str = "add"  # with SE, the W' rows: replace the image rows | add a second term
+    head_dropout: float = 0.0  # dropout at the end of each W' head
 
 
 @dataclass
@@ -114,9 +128,10 @@ class ModelConfig:
     num_heads: int | None = 4
     patch_stride: int | None = None  # None: = patch size; smaller gives overlapping patches
     drop_path_rate: float = 0.0
-    dropout: float = 0.5
+    dropout: float = 0.5  # dropout at the end of the W heads (CA); W' has model.triplet
     share_encoders: bool = False  # True: one encoder for both modalities (not CSET; ablation)
     se: SEConfig = field(default_factory=SEConfig)
+    triplet: TripletConfig = field(default_factory=TripletConfig)
     ca: CAConfig = field(default_factory=CAConfig)
     mhga: MHGAConfig = field(default_factory=MHGAConfig)
 
@@ -128,6 +143,7 @@ class LossConfig:
     normalize_triplet: bool = True  # eq. 9 on L2-normalised features (False: raw features)
     label_smoothing: float = 0.0
     distill_weight: float = 1.0  # gamma, cross-distillation (only with model.ca.enabled)
+    ca_identity_weight: float = 1.0  # the CA logits' own identity loss (0: the paper's text)
 
 
 @dataclass

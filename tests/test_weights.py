@@ -71,3 +71,33 @@ def test_the_file_records_how_it_was_made(key):
     with safe_open(str(WEIGHTS), framework="pt") as f:
         meta = json.loads(f.metadata()["csetgraph"])
     assert meta[key] and meta[key] in (ROOT / "weights" / "README.md").read_text()
+
+
+CSET_WEIGHTS = ROOT / "weights" / "synthetic_cset.safetensors"
+
+
+def test_the_trained_cset_file_is_the_recorded_one_and_small():
+    recorded = re.findall(r"`sha256:([0-9a-f]{64})`", (ROOT / "weights" / "README.md").read_text())
+    assert len(recorded) == 1, "weights/README.md records the trained CSET's sha256 once"
+    assert hashlib.sha256(CSET_WEIGHTS.read_bytes()).hexdigest() == recorded[0]
+    assert CSET_WEIGHTS.stat().st_size <= 10 * 2**20
+
+
+def test_the_trained_cset_is_the_default_recipe_and_embeds():
+    from csetgraph.config import config_to_dict
+    from csetgraph.models.shipped import load_shipped_model
+
+    model, cfg = load_shipped_model(CSET_WEIGHTS)
+    recipe = config_to_dict(load_config(ROOT / "configs" / "synthetic.yaml"))
+    assert config_to_dict(cfg)["model"] | {"pretrained": ""} == recipe["model"] | {"pretrained": ""}
+    with safe_open(str(CSET_WEIGHTS), framework="pt") as f:
+        meta = f.metadata()
+        halves = [f.get_tensor(k) for k in f.keys()]
+    assert meta["command"] in (ROOT / "weights" / "README.md").read_text()
+    # float16 in the file, float32 in the model, the same values
+    state = model.state_dict()
+    assert all(t.dtype in (torch.float16, torch.int64) for t in halves)
+    assert all(v.dtype != torch.float16 for v in state.values())
+    x = torch.randn(2, 3, cfg.data.height, cfg.data.width)
+    emb = model.embed(x, "ir")
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(2))

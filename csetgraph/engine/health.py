@@ -41,6 +41,10 @@ if TYPE_CHECKING:  # torch only for annotations: `csetgraph inspect` needs no to
 TRIPLET_FEATURES = {
     "heads": "the W' heads of the clean and mixed class tokens",
     "neck": "the neck input (the retrieval feature before its BatchNorm)",
+    "retrieval": "the retrieval feature (the neck's BatchNorm output)",
+    "neck+heads": "the neck input, and the W' heads of the clean and mixed class tokens",
+    "retrieval+heads": "the retrieval feature, and the W' heads of the clean and mixed class "
+    "tokens",
 }
 
 #: Receiving modality -> the SE direction that exchanges into it.

@@ -10,7 +10,11 @@ tokens ``G`` (columns) are scored by
     S &= \\alpha (1 - J) + (1 - \\alpha) A                                        && (3)
 
 (``A`` is the intra-modality similarity of the receiving modality, ``J`` the Jaccard or
-Tanimoto distance across modalities). Each receiving patch token keeps its best-scoring sending
+Tanimoto distance across modalities). ``similarity`` chooses what eq. 1 multiplies:
+``"dot"`` the raw tokens, as written; ``"scaled"`` the raw tokens with attention's
+``1/sqrt(d)``; ``"cosine"`` the L2-normalised tokens, so ``F F^T`` holds cosines (see
+docs/model.md for why the raw product makes ``A`` pick the diagonal). ``J`` always reads
+the raw tokens. Each receiving patch token keeps its best-scoring sending
 patch token, and the top ``ratio`` fraction of those edges is selected; class tokens are never
 exchanged. Nothing here is differentiable through the selection (argmax and top-k).
 """
@@ -20,7 +24,11 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+#: Readings of eq. 1's product ``F F^T``: raw tokens, ``1/sqrt(d)``-scaled, cosines.
+SIMILARITIES = ("dot", "scaled", "cosine")
 
 
 def _check_tokens(x_recv: Tensor, x_send: Tensor) -> None:
@@ -43,6 +51,7 @@ def similarity_scores(
     alpha: float = 0.7,
     temperature: float = 1.0,
     eps: float = 1e-6,
+    similarity: str = "dot",
 ) -> Tensor:
     """SE scores ``S`` between receiving tokens (rows) and sending tokens (columns), eq. 1-3.
 
@@ -53,6 +62,9 @@ def similarity_scores(
         temperature: Softmax temperature ``τ`` of eq. 1 (1 = the paper).
         eps: Lower clamp of the Tanimoto denominator ``‖f‖² + ‖g‖² − f·g`` (it is ``≥ 0`` and
             only zero when both tokens are zero; then ``1 − J = 0``).
+        similarity: the product inside eq. 1's softmax: ``"dot"`` ``F F^T`` on the raw
+            tokens (the paper as written), ``"scaled"`` ``F F^T / sqrt(d)``, ``"cosine"``
+            ``F̂ F̂^T`` with ``F̂`` the L2-normalised tokens (each then divided by ``τ``).
 
     Returns:
         ``S`` with ``S[b, i, j]`` the score of receiving token ``i`` taking sending token ``j``.
@@ -63,20 +75,42 @@ def similarity_scores(
     _check_tokens(x_recv, x_send)
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     # Always fp32, whatever the autocast: under fp16, F F^T of tokens with a norm above ~256
     # overflows to inf and the softmax turns whole rows into NaN, silently spoiling the top-k.
     dtype = torch.promote_types(x_recv.dtype, torch.float32)  # fp16/bf16 up, fp64 kept
     with torch.autocast(x_recv.device.type, enabled=False):
-        return _scores(x_recv.to(dtype), x_send.to(dtype), alpha, temperature, eps)
+        x_recv, x_send = x_recv.to(dtype), x_send.to(dtype)
+        return alpha * tanimoto(x_recv, x_send, eps) + (1.0 - alpha) * intra_similarity(
+            x_recv, temperature, similarity
+        )
 
 
-def _scores(x_recv: Tensor, x_send: Tensor, alpha: float, temperature: float, eps: float):
-    a = torch.softmax(x_recv @ x_recv.transpose(1, 2) / temperature, dim=-1)  # (B, N, N)
+def intra_similarity(x: Tensor, temperature: float = 1.0, similarity: str = "dot") -> Tensor:
+    """``A`` of eq. 1: the row softmax of the tokens' products (see :func:`similarity_scores`).
+
+    Shapes:
+        x: ``(B, N, d)``; output: ``(B, N, N)``, rows summing to 1.
+    """
+    if similarity == "cosine":
+        x = F.normalize(x, dim=-1)
+    logits = x @ x.transpose(1, 2)  # (B, N, N)
+    if similarity == "scaled":
+        logits = logits / math.sqrt(x.shape[-1])
+    return torch.softmax(logits / temperature, dim=-1)
+
+
+def tanimoto(x_recv: Tensor, x_send: Tensor, eps: float = 1e-6) -> Tensor:
+    """``1 - J`` of eq. 2, the Tanimoto similarity of every receiving and sending token.
+
+    Shapes:
+        x_recv, x_send: ``(B, N, d)``; output: ``(B, N, N)``.
+    """
     dot = x_recv @ x_send.transpose(1, 2)  # (B, N, N)
     sq_recv = x_recv.pow(2).sum(-1, keepdim=True)  # (B, N, 1)
     sq_send = x_send.pow(2).sum(-1).unsqueeze(1)  # (B, 1, N)
-    tanimoto = dot / (sq_recv + sq_send - dot).clamp_min(eps)  # = 1 - J
-    return alpha * tanimoto + (1.0 - alpha) * a
+    return dot / (sq_recv + sq_send - dot).clamp_min(eps)  # = 1 - J
 
 
 def num_selected(num_patches: int, ratio: float) -> int:

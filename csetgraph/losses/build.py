@@ -14,4 +14,5 @@ def build_criterion(loss_cfg: LossConfig) -> CSETLoss:
         label_smoothing=loss_cfg.label_smoothing,
         distill_weight=loss_cfg.distill_weight,
         normalize_triplet=loss_cfg.normalize_triplet,
+        ca_identity_weight=loss_cfg.ca_identity_weight,
     )

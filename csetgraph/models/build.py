@@ -1,4 +1,4 @@
-"""The one adapter from :class:`~csetgraph.config.ModelConfig` to model keyword arguments."""
+"""The one adapter from :class:`~csetgraph.config.ModelConfig` to the model's option groups."""
 
 from __future__ import annotations
 
@@ -8,38 +8,76 @@ import torch
 
 from csetgraph.config import ModelConfig
 from csetgraph.errors import ConfigError
-from csetgraph.models.cset import CSET, check_exchange_size
+from csetgraph.graph import num_selected
+from csetgraph.models.cset import CSET, smallest_ratio
+from csetgraph.models.options import (
+    CAOptions,
+    EncoderOptions,
+    MHGAOptions,
+    OptionError,
+    SEOptions,
+    TripletOptions,
+)
+
+#: Config keys whose name differs from their model option's (``group.field``).
+_OPTION_KEYS = {"encoder.shared": "model.share_encoders", "ca.dropout": "model.dropout"}
 
 
-def model_kwargs(model_cfg: ModelConfig, img_size: tuple[int, int]) -> dict:
-    """Keyword arguments of :class:`CSET` for a model config and an input size."""
-    return dict(
-        backbone=model_cfg.backbone,
-        img_size=tuple(img_size),
-        embed_dim=model_cfg.embed_dim,
-        depth=model_cfg.depth,
-        num_heads=model_cfg.num_heads,
-        patch_stride=model_cfg.patch_stride,
-        drop_path_rate=model_cfg.drop_path_rate,
-        pretrained=model_cfg.pretrained,
-        dropout=model_cfg.dropout,
-        share_encoders=model_cfg.share_encoders,
-        se_direction=model_cfg.se.direction,
-        se_layers=tuple(model_cfg.se.layers),
-        se_alpha=model_cfg.se.alpha,
-        se_ratio=model_cfg.se.ratio,
-        se_temperature=model_cfg.se.temperature,
-        ca_enabled=model_cfg.ca.enabled,
-        ca_heads=model_cfg.ca.heads,
-        mhga_enabled=model_cfg.mhga.enabled,
-        mhga_heads=model_cfg.mhga.heads,
-        mhga_strengths=tuple(model_cfg.mhga.strengths),
-        mhga_learn_strengths=model_cfg.mhga.learn_strengths,
-        mhga_adjacency=model_cfg.mhga.adjacency,
-        mhga_graph=model_cfg.mhga.graph,
-        mhga_layer=model_cfg.mhga.layer,
-        mhga_pair_graph=model_cfg.mhga.pair_graph,
-    )
+def config_key(argument: str) -> str:
+    """The config key of a model option named ``group.field`` (``"se.ratio"``)."""
+    if argument in _OPTION_KEYS:
+        return _OPTION_KEYS[argument]
+    group, _, name = argument.partition(".")
+    return f"model.{name}" if group == "encoder" else f"model.{argument}"
+
+
+def model_options(model_cfg: ModelConfig, img_size: tuple[int, int]) -> dict:
+    """The option groups of :class:`CSET` (keyword arguments) for a config and an input size.
+
+    Raises:
+        ConfigError: an option group refuses a value; the message names the config key.
+    """
+    m = model_cfg
+    try:
+        return dict(
+            encoder=EncoderOptions(
+                backbone=m.backbone,
+                img_size=tuple(img_size),
+                embed_dim=m.embed_dim,
+                depth=m.depth,
+                num_heads=m.num_heads,
+                patch_stride=m.patch_stride,
+                drop_path_rate=m.drop_path_rate,
+                pretrained=m.pretrained,
+                shared=m.share_encoders,
+            ),
+            se=SEOptions(
+                direction=m.se.direction,
+                layers=tuple(m.se.layers),
+                alpha=m.se.alpha,
+                ratio=m.se.ratio,
+                temperature=m.se.temperature,
+                similarity=m.se.similarity,
+            ),
+            triplet=TripletOptions(
+                feature=m.triplet.feature,
+                heads=m.triplet.heads,
+                head_dropout=m.triplet.head_dropout,
+            ),
+            ca=CAOptions(enabled=m.ca.enabled, heads=m.ca.heads, dropout=m.dropout),
+            mhga=MHGAOptions(
+                enabled=m.mhga.enabled,
+                heads=m.mhga.heads,
+                strengths=tuple(m.mhga.strengths),
+                learn_strengths=m.mhga.learn_strengths,
+                adjacency=m.mhga.adjacency,
+                graph=m.mhga.graph,
+                layer=m.mhga.layer,
+                pair_graph=m.mhga.pair_graph,
+            ),
+        )
+    except OptionError as err:
+        raise ConfigError(str(err).replace(err.argument, config_key(err.argument), 1)) from err
 
 
 def build_model(
@@ -49,10 +87,30 @@ def build_model(
 
     Raises:
         ConfigError: an input size the patch grid does not cover (:func:`check_input_size`),
-            or an SE ratio that exchanges no token.
+            an SE ratio that exchanges no token, or any option the model refuses (named by
+            its config key).
     """
     check_input_size(model_cfg, *img_size)
-    return CSET(num_classes, **model_kwargs(model_cfg, img_size))
+    options = model_options(model_cfg, img_size)
+    try:
+        return CSET(num_classes, **options)
+    except OptionError as err:
+        raise ConfigError(str(err).replace(err.argument, config_key(err.argument), 1)) from err
+
+
+def check_exchange_size(ratio: float, num_patches: int) -> None:
+    """Refuse an SE ratio that exchanges no token: ``floor(ratio * patches) == 0``.
+
+    Raises:
+        ConfigError: naming the ratio, the patch count and the smallest ratio that works.
+    """
+    if num_selected(num_patches, ratio) > 0:
+        return
+    raise ConfigError(
+        f"model.se.ratio={ratio} exchanges floor({ratio} x {num_patches} patches) = 0 tokens, "
+        f"so SE and CA would only duplicate compute; set model.se.ratio >= "
+        f"{smallest_ratio(num_patches)} (or model.se.direction=none to switch SE off)"
+    )
 
 
 def patch_size(model_cfg: ModelConfig) -> int:
@@ -89,7 +147,7 @@ def check_input_size(model_cfg: ModelConfig, height: int, width: int) -> None:
     Raises:
         ConfigError: naming the side, its value and the nearest sizes that work; or an SE
             ratio with ``floor(ratio * patches) == 0`` (see
-            :func:`~csetgraph.models.cset.check_exchange_size`).
+            :func:`check_exchange_size`).
     """
     p = patch_size(model_cfg)
     s = model_cfg.patch_stride or p

@@ -1,32 +1,35 @@
 """CSET: two modality-specific ViT encoders, similarity exchange, cross attention and MHGA.
 
-Paper section 3 and Figure 1, with the decisions the paper leaves open made as in
-docs/design.md ("The model, and the decisions the paper leaves open"):
+Paper section 3 and Figure 1. The decisions the paper leaves open, and the readings that keep
+each mechanism alive where the literal one is degenerate, are in docs/model.md; in short:
 
 * **Clean and mixed streams.** The clean stream of each modality runs every block of its own
-  encoder. At the first block index in ``se_layers`` the similarity exchange swaps the most
+  encoder. At the first block index in ``se.layers`` the similarity exchange swaps the most
   correlated patch tokens of the pair and a *mixed* stream branches off; it continues through
   the remaining blocks (exchanging again after every further SE layer). Nothing before the
   first SE layer is computed twice, and at inference only the clean stream exists: a query
   has no partner image.
-* **Heads.** ``W'`` (one per modality) maps class tokens to the triplet-loss space; with SE
-  the mixed stream's class tokens join the triplet loss, which is what trains SE without CA.
-  ``W`` maps final tokens for the cross attention: the query comes from the mixed stream, the
-  keys and values from the clean stream of the same modality. The attended class token gets
-  identity logits of its own, tied to the model's clean prediction by the cross-distillation
-  loss (:mod:`csetgraph.losses.distillation`). Heads and CA are training-only.
+* **Heads.** ``W'`` (one per modality) maps the class tokens of the clean and mixed streams
+  to a triplet space, which is what trains SE without CA; by ``triplet.heads`` those rows
+  replace the image rows of eq. 9 (the paper's text) or join them. ``W`` maps final tokens
+  for the cross attention: the query comes from the mixed stream, the keys and values from
+  the clean stream of the same modality. The attended class token gets identity logits of
+  its own (``ca_logits``), tied to the clean prediction by the cross-distillation loss
+  (:mod:`csetgraph.losses.distillation`) and, if the loss is so configured, trained by an
+  identity loss of their own. Heads and CA are training-only.
 * **MHGA.** The clean tokens after block ``L-1`` go through one extra block per modality
   (initialised as a copy of block ``L``, i.e. from the pretrained last block when weights are
   pretrained), a LayerNorm, then the multi-relational heterogeneous graph attention over the
   token graph, wrapped with a residual and a LayerNorm; its mean-pooled output is the graph
   feature. At inference the graph is the ``N`` tokens of the single image. In training it is
-  the same by default; ``mhga_pair_graph=True`` uses the ``2N`` tokens of the aligned pair
-  instead (the paper's ``2N`` nodes), which lets each image see its partner -- a shortcut that
-  inference does not have and that we measured to hurt retrieval.
+  the same by default; ``mhga.pair_graph=True`` uses the ``2N`` tokens of the aligned pair
+  instead, which lets each image see its partner -- a shortcut that inference does not have
+  and that we measured to hurt retrieval.
 * **Output.** The clean class token (after the encoder's final norm), concatenated with the
   graph feature when MHGA is on, goes through a BNNeck; the L2-normalised BatchNorm output is
   the retrieval embedding. The identity loss reads the classifier after the BatchNorm; the
-  triplet loss reads ``W'`` outputs, or the pre-BatchNorm feature when there are no heads.
+  image rows of the triplet loss are the neck input or the BatchNorm output
+  (``triplet.feature``).
 * **Calls.** timm's and torchreid's names: ``forward_features`` gives tokens, ``forward_head``
   the embedding, ``model(images, modality=...)`` both in turn (inference), and
   ``model(vis, ir)`` the training forward, a :class:`CSETOutput` that
@@ -46,9 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from csetgraph.config import PAPER_STRENGTHS
 from csetgraph.data.records import MODALITIES
-from csetgraph.errors import ConfigError
 from csetgraph.graph import (
     batch_token_graphs,
     complete_token_graph,
@@ -66,11 +67,18 @@ from csetgraph.models.health import (
     relation_mass,
     uniform_mass,
 )
+from csetgraph.models.options import (
+    MHGA_GRAPHS,
+    MHGA_LAYERS,
+    CAOptions,
+    EncoderOptions,
+    MHGAOptions,
+    OptionError,
+    SEOptions,
+    TripletOptions,
+)
 from csetgraph.nn import DenseMHGAConv, MHGAConv, SimilarityExchange
-from csetgraph.nn.exchange import SE_DIRECTIONS
-
-MHGA_GRAPHS = ("complete", "local")
-MHGA_LAYERS = ("dense", "message_passing")
+from csetgraph.nn.mhga import PAPER_STRENGTHS
 
 
 @dataclass
@@ -81,14 +89,19 @@ class CSETOutput:
     Attributes:
         feat: ``(2B, D)`` neck input of the clean stream (class token, + MHGA feature).
         logits: ``(2B, classes)`` identity logits of ``feat``.
-        tri_feat: ``(2B, D)`` without heads, else ``(4B, C)``: clean vis, clean ir, mixed vis,
-            mixed ir rows through ``W'``.
-        tri_modality: ``(2B,)`` or ``(4B,)`` modality code of each ``tri_feat`` row
-            (index into :data:`~csetgraph.data.records.MODALITIES`: 0 vis, 1 ir).
-        tri_pids_index: ``None`` (row ``i`` has pid ``pids[i]``) or ``(4B,)`` the ``logits``
-            row whose pid each ``tri_feat`` row has.
-        cd_logits: with CA, ``(2B, classes)`` logits of the attended mixed query, else ``None``.
-        cd_target_logits: with CA, the clean logits they are distilled towards, else ``None``.
+        retrieval_feat: ``(2B, D)`` the neck's BatchNorm output of ``feat``: the retrieval
+            embedding before its L2 normalisation.
+        modality: ``(2B,)`` modality code of each ``feat`` row (index into
+            :data:`~csetgraph.data.records.MODALITIES`: 0 vis, 1 ir).
+        triplet_feat: ``(2B, D)`` the image rows eq. 9 reads (``feat`` or ``retrieval_feat``,
+            by ``triplet.feature``; row ``i`` has pid ``pids[i]``), or ``None`` when the
+            ``W'`` rows replace them (``triplet.heads="replace"`` with SE).
+        head_feat: with SE, ``(4B, C)`` clean vis, clean ir, mixed vis and mixed ir class
+            tokens through ``W'``; else ``None``.
+        head_modality: ``(4B,)`` modality code of each ``head_feat`` row, or ``None``.
+        head_rows: ``(4B,)`` the ``feat`` row (image, hence pid) of each ``head_feat`` row.
+        ca_logits: with CA, ``(2B, classes)`` logits of the attended mixed query, else ``None``
+            (distilled towards ``logits``).
         se_info: one ``{"i2v": ExchangeEdges | None, "v2i": ...}`` per SE layer, in order.
         streams: with ``return_streams=True``, per block index ``{"clean": {m: (B, N, C)},
             "mixed": {m: (B, N, C)} | None}``; else ``None``.
@@ -98,11 +111,13 @@ class CSETOutput:
 
     feat: torch.Tensor
     logits: torch.Tensor
-    tri_feat: torch.Tensor
-    tri_modality: torch.Tensor
-    tri_pids_index: torch.Tensor | None = None
-    cd_logits: torch.Tensor | None = None
-    cd_target_logits: torch.Tensor | None = None
+    retrieval_feat: torch.Tensor
+    modality: torch.Tensor
+    triplet_feat: torch.Tensor | None = None
+    head_feat: torch.Tensor | None = None
+    head_modality: torch.Tensor | None = None
+    head_rows: torch.Tensor | None = None
+    ca_logits: torch.Tensor | None = None
     se_info: list = field(default_factory=list)
     streams: dict | None = None
     health: ModelHealth | None = None
@@ -150,20 +165,9 @@ def feed_forward_head(dim: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout))
 
 
-def check_exchange_size(ratio: float, num_patches: int) -> None:
-    """Refuse an SE ratio that exchanges no token: ``floor(ratio * patches) == 0``.
-
-    Raises:
-        ConfigError: naming the ratio, the patch count and the smallest ratio that works.
-    """
-    if num_selected(num_patches, ratio) > 0:
-        return
-    smallest = math.ceil(1e4 / num_patches) / 1e4  # 1 / patches, rounded up to 4 decimals
-    raise ConfigError(
-        f"model.se.ratio={ratio} exchanges floor({ratio} x {num_patches} patches) = 0 tokens, "
-        f"so SE and CA would only duplicate compute; set model.se.ratio >= {smallest} "
-        "(or model.se.direction=none to switch SE off)"
-    )
+def smallest_ratio(num_patches: int) -> float:
+    """The smallest SE ratio (4 decimals) that exchanges one of ``num_patches`` tokens."""
+    return math.ceil(1e4 / num_patches) / 1e4
 
 
 class MHGABranch(nn.Module):
@@ -213,13 +217,11 @@ class MHGABranch(nn.Module):
     ) -> None:
         super().__init__()
         if dim % heads:
-            raise ConfigError(
-                f"model.mhga.heads={heads} must divide the token width {dim}: pick a divisor"
-            )
+            raise OptionError("mhga.heads", f"={heads} must divide the token width {dim}")
         if graph not in MHGA_GRAPHS:
-            raise ConfigError(f"model.mhga.graph must be one of {MHGA_GRAPHS}, got {graph!r}")
+            raise OptionError("mhga.graph", f"must be one of {MHGA_GRAPHS}, got {graph!r}")
         if layer not in MHGA_LAYERS:
-            raise ConfigError(f"model.mhga.layer must be one of {MHGA_LAYERS}, got {layer!r}")
+            raise OptionError("mhga.layer", f"must be one of {MHGA_LAYERS}, got {layer!r}")
         self.vis_block = copy.deepcopy(last_vis_block)
         self.ir_block = copy.deepcopy(last_ir_block)
         self.vis_norm = nn.LayerNorm(dim)
@@ -255,12 +257,12 @@ class MHGABranch(nn.Module):
         self.graph_buffers = tuple(graphs)
 
     def block(self, modality: str) -> nn.Module:
-        """The extra transformer block of ``modality``."""
-        return self.vis_block if modality == "vis" else self.ir_block
+        """The extra transformer block of ``modality`` (``"vis"`` or ``"ir"``)."""
+        return {"vis": self.vis_block, "ir": self.ir_block}[_check_modality(modality)]
 
     def norm(self, modality: str) -> nn.Module:
-        """The LayerNorm after the extra block of ``modality``."""
-        return self.vis_norm if modality == "vis" else self.ir_norm
+        """The LayerNorm after the extra block of ``modality`` (``"vis"`` or ``"ir"``)."""
+        return {"vis": self.vis_norm, "ir": self.ir_norm}[_check_modality(modality)]
 
     def _conv(
         self, x: torch.Tensor, paired: bool, return_attention_weights: bool = False
@@ -299,6 +301,12 @@ class MHGABranch(nn.Module):
         return (pooled, alpha) if return_attention_weights else pooled
 
 
+def _check_modality(modality: str) -> str:
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    return modality
+
+
 def _dense_attention(alpha: torch.Tensor, edge_index: torch.Tensor, B: int, n: int):
     """Scatter the per-edge attention of ``B`` batched copies of one graph to ``(B, H, n, n)``.
 
@@ -315,27 +323,19 @@ def _dense_attention(alpha: torch.Tensor, edge_index: torch.Tensor, B: int, n: i
 class CSET(nn.Module):
     """Cross-modality similarity exchange transformer.
 
+    Built from one small option group per part (:mod:`csetgraph.models.options`); each group
+    checks its own values, and the combinations are checked here. Errors are
+    :class:`~csetgraph.models.options.OptionError` naming the argument (``se.layers``).
+
     Args:
         num_classes: training identities.
-        backbone, img_size, embed_dim, depth, num_heads, patch_stride, drop_path_rate,
-            pretrained: passed to both :class:`~csetgraph.models.encoder.ViTEncoder` (non-shared
-            parameters; the same initial weights whether pretrained or not).
-        dropout: dropout of the feed-forward heads ``W``, ``W'``.
-        share_encoders: one encoder for both modalities (a single-stream ablation, not CSET;
-            also used to pretrain the synthetic backbone).
-        se_direction: ``"none"``, ``"i2v"``, ``"v2i"`` or ``"both"`` (Table 1).
-        se_layers: exchange after these blocks (0-based; ``k`` means between blocks ``k`` and
-            ``k + 1``, so ``0 <= k <= depth - 2``).
-        se_alpha, se_ratio, se_temperature: similarity exchange options (eq. 1-3); a ratio that
-            exchanges no token of the patch grid is a :class:`~csetgraph.errors.ConfigError`.
-        ca_enabled, ca_heads: cross attention with cross-distillation.
-        mhga_enabled, mhga_heads, mhga_strengths, mhga_learn_strengths, mhga_adjacency,
-            mhga_graph, mhga_layer: the graph branch (see :class:`MHGABranch`).
-        mhga_pair_graph: in training, one graph over the ``2N`` tokens of each aligned pair
-            (the paper's ``2N`` nodes) instead of each image's own ``N``-token graph.
-            Off by default: a pair graph lets every training image see its partner of the same
-            identity, a shortcut that inference (one image, no partner) does not have; on the
-            synthetic data it took Rank-1 from 6.7% (no MHGA) down to 1.4%.
+        encoder: the two ViT encoders (non-shared parameters, the same initial weights).
+            Each group defaults to its class's defaults (every mechanism off).
+        se: the similarity exchange; ``direction="none"`` is the baseline.
+        triplet: what eq. 9 trains and the ``W'`` heads (built only with SE).
+        ca: the cross attention (needs SE's mixed stream).
+        mhga: the graph branch (see :class:`MHGABranch`). ``pair_graph`` trains on the ``2N``
+            tokens of each pair, a shortcut inference does not have (off by default).
 
     Shapes:
         - ``model(vis, ir)``: ``(B, 3, H, W)`` aligned pairs -> :class:`CSETOutput`.
@@ -349,155 +349,117 @@ class CSET(nn.Module):
         self,
         num_classes: int,
         *,
-        backbone: str = "vit_small_patch16_224",
-        img_size: tuple[int, int] = (256, 128),
-        embed_dim: int | None = None,
-        depth: int | None = None,
-        num_heads: int | None = None,
-        patch_stride: int | None = None,
-        drop_path_rate: float = 0.1,
-        pretrained: str = "",
-        dropout: float = 0.5,
-        share_encoders: bool = False,
-        se_direction: str = "none",
-        se_layers: Sequence[int] = (),
-        se_alpha: float = 0.7,
-        se_ratio: float = 0.1,
-        se_temperature: float = 1.0,
-        ca_enabled: bool = False,
-        ca_heads: int = 4,
-        mhga_enabled: bool = False,
-        mhga_heads: int = 4,
-        mhga_strengths: Sequence[float] = PAPER_STRENGTHS,
-        mhga_learn_strengths: bool = False,
-        mhga_adjacency: str = "sequence",
-        mhga_graph: str = "complete",
-        mhga_layer: str = "dense",
-        mhga_pair_graph: bool = False,
+        encoder: EncoderOptions | None = None,
+        se: SEOptions | None = None,
+        triplet: TripletOptions | None = None,
+        ca: CAOptions | None = None,
+        mhga: MHGAOptions | None = None,
     ) -> None:
         super().__init__()
-        enc_kwargs = dict(
-            img_size=tuple(img_size),
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            patch_stride=patch_stride,
-            drop_path_rate=drop_path_rate,
-            pretrained=pretrained,
-        )
-        self._build_encoders(backbone, share_encoders, enc_kwargs)
-        dim = self.vis_encoder.embed_dim
-        self.dropout = dropout
-        self._build_exchange(
-            se_direction, se_layers, se_alpha, se_ratio, se_temperature, ca_enabled
-        )
-        self._build_heads(num_classes, ca_enabled, ca_heads)
-        mhga_kwargs = dict(
-            heads=mhga_heads,
-            strengths=mhga_strengths,
-            learn_strengths=mhga_learn_strengths,
-            adjacency=mhga_adjacency,
-            graph=mhga_graph,
-            layer=mhga_layer,
-        )
-        self.mhga = self._build_mhga(mhga_kwargs) if mhga_enabled else None
-        self.mhga_pair_graph = mhga_pair_graph
-        self.feat_dim = dim * (2 if mhga_enabled else 1)
+        encoder, se = encoder or EncoderOptions(), se or SEOptions()
+        triplet, ca, mhga = triplet or TripletOptions(), ca or CAOptions(), mhga or MHGAOptions()
+        self.options = {"encoder": encoder, "se": se, "triplet": triplet, "ca": ca, "mhga": mhga}
+        self._build_encoders(encoder)
+        self._build_exchange(se, ca)
+        self._build_heads(num_classes, triplet, ca)
+        self.mhga = self._build_mhga(mhga) if mhga.enabled else None
+        self.mhga_pair_graph = mhga.pair_graph
+        self.feat_dim = self.vis_encoder.embed_dim * (2 if mhga.enabled else 1)
         self.neck = BNNeck(self.feat_dim, num_classes)
         # The graph buffers are constants: DDP need not broadcast them at every step.
         graphs = self.mhga.graph_buffers if self.mhga is not None else ()
         self._ddp_params_and_buffers_to_ignore = [f"mhga.{name}" for name in graphs]
 
-    def _build_encoders(self, backbone: str, share: bool, enc_kwargs: dict) -> None:
-        """The two modality encoders (one object when ``share``), from one initialisation."""
-        self.vis_encoder = ViTEncoder(backbone, **enc_kwargs)
-        self.share_encoders = share
-        if share:
+    def _build_encoders(self, opts: EncoderOptions) -> None:
+        """The two modality encoders (one object when ``shared``), from one initialisation."""
+        kwargs = dict(
+            img_size=opts.img_size,
+            embed_dim=opts.embed_dim,
+            depth=opts.depth,
+            num_heads=opts.num_heads,
+            patch_stride=opts.patch_stride,
+            drop_path_rate=opts.drop_path_rate,
+            pretrained=opts.pretrained,
+        )
+        self.vis_encoder = ViTEncoder(opts.backbone, **kwargs)
+        self.share_encoders = opts.shared
+        if opts.shared:
             self.ir_encoder = self.vis_encoder
             return
-        self.ir_encoder = ViTEncoder(backbone, **enc_kwargs)
-        if not enc_kwargs["pretrained"]:
+        self.ir_encoder = ViTEncoder(opts.backbone, **kwargs)
+        if not opts.pretrained:
             # Both streams start from one initialisation, as they do from ImageNet weights.
             self.ir_encoder.load_state_dict(self.vis_encoder.state_dict())
 
-    def _build_heads(self, num_classes: int, ca_enabled: bool, ca_heads: int) -> None:
+    def _build_exchange(self, se: SEOptions, ca: CAOptions) -> None:
+        """Check SE and CA against the encoders and build the similarity exchange (or None)."""
+        depth = len(self.vis_encoder.blocks)
+        self.se_layers = se.layers if se.enabled else ()
+        bad = [k for k in self.se_layers if not 0 <= k <= depth - 2]
+        if bad:
+            raise OptionError(
+                "se.layers", f"{list(bad)} out of range: with {depth} blocks, exchange after "
+                f"blocks 0..{depth - 2}",
+            )  # fmt: skip
+        if (self.se_layers or ca.enabled) and self.share_encoders:
+            raise OptionError("encoder.shared", "must be False with SE or CA (two encoders)")
+        if ca.enabled and not self.se_layers:
+            raise OptionError(
+                "ca.enabled", "needs the mixed stream: enable SE (se.direction) or switch CA off"
+            )
+        self.se = None
+        if self.se_layers:
+            h, w = self.vis_encoder.grid_size
+            if num_selected(h * w, se.ratio) == 0:
+                raise OptionError(
+                    "se.ratio", f"={se.ratio} exchanges floor({se.ratio} x {h * w} patches) = 0 "
+                    f"tokens; use se.ratio >= {smallest_ratio(h * w)}",
+                )  # fmt: skip
+            self.se = SimilarityExchange(
+                alpha=se.alpha,
+                ratio=se.ratio,
+                temperature=se.temperature,
+                direction=se.direction,
+                similarity=se.similarity,
+            )
+
+    def _build_heads(self, num_classes: int, triplet: TripletOptions, ca: CAOptions) -> None:
         """W' heads (triplet space, with a mixed stream) and the CA branch (W heads + neck)."""
         dim = self.vis_encoder.embed_dim
+        self.triplet = triplet
         self.tri_heads = (
-            nn.ModuleDict({m: feed_forward_head(dim, self.dropout) for m in MODALITIES})
+            nn.ModuleDict({m: feed_forward_head(dim, triplet.head_dropout) for m in MODALITIES})
             if self.se_layers
             else None
         )
-        self.ca_enabled = ca_enabled
-        if ca_enabled:
-            self.ca_heads = nn.ModuleDict(
-                {m: feed_forward_head(dim, self.dropout) for m in MODALITIES}
-            )
-            self.cross_attention = nn.MultiheadAttention(dim, ca_heads, batch_first=True)
+        self.ca_enabled = ca.enabled
+        if ca.enabled:
+            heads = {m: feed_forward_head(dim, ca.dropout) for m in MODALITIES}
+            self.ca_heads = nn.ModuleDict(heads)
+            self.cross_attention = nn.MultiheadAttention(dim, ca.heads, batch_first=True)
             self.ca_norm = nn.LayerNorm(dim)
             self.ca_neck = BNNeck(dim, num_classes)
 
-    def _build_mhga(self, kwargs: dict) -> MHGABranch:
+    def _build_mhga(self, opts: MHGAOptions) -> MHGABranch:
         """The MHGA branch: an extra block per modality, copied from block L, and the layer."""
         return MHGABranch(
             self.vis_encoder.blocks[-1],
             self.ir_encoder.blocks[-1],
             self.vis_encoder.embed_dim,
             grid_size=self.vis_encoder.grid_size,
-            **kwargs,
+            heads=opts.heads,
+            strengths=opts.strengths,
+            learn_strengths=opts.learn_strengths,
+            adjacency=opts.adjacency,
+            graph=opts.graph,
+            layer=opts.layer,
         )
-
-    def _build_exchange(
-        self,
-        direction: str,
-        layers: Sequence[int],
-        alpha: float,
-        ratio: float,
-        temperature: float,
-        ca_enabled: bool,
-    ) -> None:
-        """Check the SE and CA switches and build the similarity exchange (or ``None``)."""
-        depth = len(self.vis_encoder.blocks)
-        if direction not in SE_DIRECTIONS:
-            raise ConfigError(
-                f"se_direction must be one of {SE_DIRECTIONS} (model.se.direction), "
-                f"got {direction!r}"
-            )
-        self.se_layers = tuple(sorted(set(layers))) if direction != "none" else ()
-        if direction != "none" and not self.se_layers:
-            raise ConfigError(
-                "se_direction is set but se_layers is empty: list the blocks after which SE "
-                "happens (model.se.layers), or set model.se.direction=none"
-            )
-        bad = [k for k in self.se_layers if not 0 <= k <= depth - 2]
-        if bad:
-            raise ConfigError(
-                f"se_layers (model.se.layers) {bad} out of range: with {depth} blocks, exchange "
-                f"after blocks 0..{depth - 2}"
-            )
-        if (self.se_layers or ca_enabled) and self.share_encoders:
-            raise ConfigError("SE and CA need two encoders; set model.share_encoders=false")
-        self.se = None
-        if self.se_layers:
-            self.se = SimilarityExchange(
-                alpha=alpha, ratio=ratio, temperature=temperature, direction=direction
-            )
-            h, w = self.vis_encoder.grid_size
-            check_exchange_size(ratio, h * w)
-        if ca_enabled and not self.se_layers:
-            raise ConfigError(
-                "cross attention needs the mixed stream: enable SE (model.se.direction) or set "
-                "model.ca.enabled=false"
-            )
 
     # ------------------------------------------------------------------ helpers
 
     def encoder(self, modality: str) -> ViTEncoder:
-        if modality == "vis":
-            return self.vis_encoder
-        if modality == "ir":
-            return self.ir_encoder
-        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        """The encoder of ``modality`` (``"vis"`` or ``"ir"``)."""
+        return {"vis": self.vis_encoder, "ir": self.ir_encoder}[_check_modality(modality)]
 
     def _run_blocks(self, modality: str, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         for blk in self.encoder(modality).blocks[start:stop]:
@@ -610,20 +572,27 @@ class CSET(nn.Module):
         state = self._run_streams(images, ir, return_streams)
         feats = self._neck_inputs(state)
         feat = torch.cat([feats["vis"], feats["ir"]])  # (2B, D)
-        _, logits = self.neck(feat)
-        tri_feat, tri_modality, tri_index = self._triplet_inputs(state, feat)
-        cd_logits = self._cross_attention(state) if self.ca_enabled else None
+        bn_feat, logits = self.neck(feat)
+        B = images.shape[0]
+        modality = torch.arange(2, device=feat.device).repeat_interleave(B)  # (2B,) 0 vis, 1 ir
+        image_rows = bn_feat if self.triplet.feature == "retrieval" else feat
+        heads = self._head_rows(state)
+        if heads is not None and self.triplet.heads == "replace":
+            image_rows = None  # the paper's text: with SE, eq. 9 reads the W' heads only
+        ca_logits = self._cross_attention(state) if self.ca_enabled else None
         return CSETOutput(
             feat=feat,
             logits=logits,
-            tri_feat=tri_feat,
-            tri_modality=tri_modality,
-            tri_pids_index=tri_index,
-            cd_logits=cd_logits,
-            cd_target_logits=logits if self.ca_enabled else None,
+            retrieval_feat=bn_feat,
+            modality=modality,
+            triplet_feat=image_rows,
+            head_feat=heads,
+            head_modality=None if heads is None else modality.repeat(2),
+            head_rows=None if heads is None else torch.arange(2 * B, device=feat.device).repeat(2),
+            ca_logits=ca_logits,
             se_info=state.se_info,
             streams=state.streams,
-            health=self._health(state, cd_logits, logits.shape[1]),
+            health=self._health(state, ca_logits, logits.shape[1]),
         )
 
     def _run_streams(
@@ -676,21 +645,28 @@ class CSET(nn.Module):
             feats[m] = torch.cat([cls, graph[m]], dim=1)  # (B, 2C)
         return feats
 
-    def _triplet_inputs(
-        self, state: _StreamState, feat: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Triplet rows, their modality codes and (with heads) the pid row of each."""
-        B = feat.shape[0] // 2
-        modality = torch.arange(2, device=feat.device).repeat_interleave(B)  # (2B,) 0 vis, 1 ir
+    def _head_rows(self, state: _StreamState) -> torch.Tensor | None:
+        """``(4B, C)`` W' rows: clean vis, clean ir, mixed vis, mixed ir (``None`` without SE)."""
         if self.tri_heads is None:
-            return feat, modality, None
-        rows = [self._head_cls(self.tri_heads[m], m, state.clean[m]) for m in MODALITIES]
-        rows += [self._head_cls(self.tri_heads[m], m, state.mixed[m]) for m in MODALITIES]
-        tri_feat = torch.cat(rows)  # (4B, C): clean vis, clean ir, mixed vis, mixed ir
-        return tri_feat, modality.repeat(2), torch.arange(2 * B, device=feat.device).repeat(2)
+            return None
+        rows = [self._class_token_head(m, state.clean[m]) for m in MODALITIES]
+        rows += [self._class_token_head(m, state.mixed[m]) for m in MODALITIES]
+        return torch.cat(rows)  # (4B, C)
+
+    def _class_token_head(self, modality: str, tokens: torch.Tensor) -> torch.Tensor:
+        """``W'`` of ``modality`` on the final-normed class token of ``tokens``."""
+        return self.tri_heads[modality](self.encoder(modality).norm(tokens)[:, 0])  # (B, C)
+
+    def _triplet_feature_name(self) -> str:
+        """What eq. 9 trains, a key of :data:`~csetgraph.models.health.TRIPLET_FEATURES`."""
+        if self.tri_heads is None:
+            return self.triplet.feature
+        if self.triplet.heads == "replace":
+            return "heads"
+        return f"{self.triplet.feature}+heads"
 
     def _health(
-        self, state: _StreamState, cd_logits: torch.Tensor | None, num_classes: int
+        self, state: _StreamState, ca_logits: torch.Tensor | None, num_classes: int
     ) -> ModelHealth:
         """The mechanism statistics of this forward (see :mod:`csetgraph.models.health`)."""
         cosine = {}
@@ -713,15 +689,12 @@ class CSET(nn.Module):
         return ModelHealth(
             se_layers=tuple(self.se_layers),
             class_cosine=cosine,
-            ca_entropy=None if cd_logits is None else logit_entropy(cd_logits),
+            ca_entropy=None if ca_logits is None else logit_entropy(ca_logits),
             num_classes=num_classes,
             mhga_mass=mass,
             mhga_uniform=uniform,
-            triplet_feature="neck" if self.tri_heads is None else "heads",
+            triplet_feature=self._triplet_feature_name(),
         )
-
-    def _head_cls(self, head: nn.Module, modality: str, tokens: torch.Tensor) -> torch.Tensor:
-        return head(self.encoder(modality).norm(tokens)[:, 0])  # (B, C)
 
     def _cross_attention(self, state: _StreamState) -> torch.Tensor:
         """Identity logits of the mixed class token attending to the clean tokens (CA)."""
@@ -731,5 +704,5 @@ class CSET(nn.Module):
             kv = self.ca_heads[m](self.encoder(m).norm(state.clean[m]))  # (B, N, C)
             a, _ = self.cross_attention(q, kv, kv, need_weights=False)
             attended.append(self.ca_norm(q + a)[:, 0])  # (B, C)
-        _, cd_logits = self.ca_neck(torch.cat(attended))
-        return cd_logits
+        _, ca_logits = self.ca_neck(torch.cat(attended))
+        return ca_logits

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from csetgraph.graph.similarity import select_exchange_edges, similarity_scores
+from csetgraph.graph.similarity import SIMILARITIES, select_exchange_edges, similarity_scores
 
 #: ``model.se.direction``: ``i2v`` infrared tokens receive, ``v2i`` visible ones, or both.
 SE_DIRECTIONS = ("none", "i2v", "v2i", "both")
@@ -128,6 +128,9 @@ class SimilarityExchange(torch.nn.Module):
         temperature: Softmax temperature ``τ`` of eq. 1 (1 = the paper).
         direction: ``"i2v"``, ``"v2i"``, ``"both"`` or ``"none"``.
         num_special_tokens: Leading tokens never exchanged (1 = the class token).
+        similarity: the product in eq. 1's softmax: ``"dot"`` (raw tokens, the paper as
+            written), ``"scaled"`` (``1/sqrt(d)``) or ``"cosine"`` (L2-normalised tokens);
+            see :func:`~csetgraph.graph.similarity_scores`.
 
     Shapes:
         - **input:** ``x_vis`` :math:`(B, N, d)`, ``x_ir`` :math:`(B, N, d)`.
@@ -142,6 +145,7 @@ class SimilarityExchange(torch.nn.Module):
         temperature: float = 1.0,
         direction: str = "both",
         num_special_tokens: int = 1,
+        similarity: str = "dot",
     ):
         super().__init__()
         if direction not in SE_DIRECTIONS:
@@ -152,7 +156,10 @@ class SimilarityExchange(torch.nn.Module):
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
         self.alpha = alpha
+        self.similarity = similarity
         self.ratio = ratio
         self.temperature = temperature
         self.direction = direction
@@ -166,7 +173,11 @@ class SimilarityExchange(torch.nn.Module):
         """
         alpha = self.alpha if alpha is None else alpha
         return similarity_scores(
-            x_recv.detach(), x_send.detach(), alpha=alpha, temperature=self.temperature
+            x_recv.detach(),
+            x_send.detach(),
+            alpha=alpha,
+            temperature=self.temperature,
+            similarity=self.similarity,
         )
 
     def select(self, x_recv: Tensor, x_send: Tensor) -> ExchangeEdges:
@@ -201,5 +212,5 @@ class SimilarityExchange(torch.nn.Module):
     def extra_repr(self) -> str:
         return (
             f"alpha={self.alpha}, ratio={self.ratio}, temperature={self.temperature}, "
-            f"direction={self.direction!r}"
+            f"direction={self.direction!r}, similarity={self.similarity!r}"
         )

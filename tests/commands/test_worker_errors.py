@@ -15,8 +15,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from csetgraph.commands.index import main as index_main
-from csetgraph.data.torch_datasets import ImageDataset
 from csetgraph.data.records import Record
+from csetgraph.data.torch_datasets import ImageDataset
 from csetgraph.errors import CorruptImageError, worker_message
 
 

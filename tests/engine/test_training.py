@@ -1,6 +1,7 @@
 """The training loop: a tiny end-to-end run, model selection on validation, the learning-rate
 schedule as logged, and the optimiser's parameter groups."""
 
+import dataclasses
 import json
 
 import pytest
@@ -11,15 +12,17 @@ from csetgraph.engine import train
 from csetgraph.engine import trainer as trainer_mod
 from csetgraph.engine.trainer import format_lr, param_groups
 from csetgraph.losses import CSETLoss
-from csetgraph.models import CSET
+from csetgraph.models import CSET, EncoderOptions
 from csetgraph.visualization import read_scalars
 
-TINY = dict(backbone="vit_tiny_patch16_224", img_size=(32, 16), embed_dim=32, depth=2, num_heads=2)
+TINY = EncoderOptions(
+    backbone="vit_tiny_patch16_224", img_size=(32, 16), embed_dim=32, depth=2, num_heads=2
+)
 
 
 def test_a_few_steps_lower_the_loss_on_a_tiny_batch():
     torch.manual_seed(0)
-    model = CSET(4, patch_stride=None, drop_path_rate=0.0, se_ratio=0.5, **TINY)
+    model = CSET(4, encoder=dataclasses.replace(TINY, drop_path_rate=0.0))
     vis, ir = torch.randn(8, 3, 32, 16), torch.randn(8, 3, 32, 16)
     pids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3] * 2)
     criterion = CSETLoss()
@@ -39,7 +42,7 @@ def test_a_few_steps_lower_the_loss_on_a_tiny_batch():
 
 def test_embedding_is_normalised_and_independent_of_the_batch():
     torch.manual_seed(0)
-    model = CSET(4, se_ratio=0.5, **TINY).eval()
+    model = CSET(4, encoder=TINY).eval()
     x = torch.randn(5, 3, 32, 16)
     full = model.embed(x, "ir")
     torch.testing.assert_close(full.norm(dim=1), torch.ones(5))

@@ -13,7 +13,7 @@ from csetgraph.data import sysu_mm01
 from csetgraph.data.records import load_image
 from csetgraph.errors import ConfigError
 from csetgraph.evaluation.features import eval_autocast, extract_features, loader_options
-from csetgraph.models import CSET
+from csetgraph.models import CSET, EncoderOptions
 
 TRANSFORM = T.Compose([T.Resize((64, 32)), T.ToTensor()])
 
@@ -78,12 +78,14 @@ def test_bf16_autocast_on_cpu_is_close_to_fp32(records):
     torch.manual_seed(0)
     model = CSET(
         5,
-        backbone="vit_tiny_patch16_224",
-        img_size=(64, 32),
-        embed_dim=32,
-        depth=2,
-        num_heads=2,
-        drop_path_rate=0.0,
+        encoder=EncoderOptions(
+            backbone="vit_tiny_patch16_224",
+            img_size=(64, 32),
+            embed_dim=32,
+            depth=2,
+            num_heads=2,
+            drop_path_rate=0.0,
+        ),
     )
     kw = dict(transform=TRANSFORM, batch_size=4, progress=False)
     fp32 = extract_features(model, records, "ir", amp="off", **kw)

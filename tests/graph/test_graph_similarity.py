@@ -106,3 +106,58 @@ def test_selection_rejects_bad_input():
         select_exchange_edges(torch.rand(1, 4, 4), 1.5)
     with pytest.raises(ValueError, match=r"\(B, N, N\)"):
         select_exchange_edges(torch.rand(4, 4), 0.5)
+
+
+def numpy_intra(f: np.ndarray, reading: str, tau: float) -> np.ndarray:
+    """``A`` of eq. 1 for one image under each reading, element by element."""
+    n, d = f.shape
+    logits = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            dot = f[i] @ f[j]
+            if reading == "scaled":
+                dot /= np.sqrt(d)
+            if reading == "cosine":
+                dot /= np.linalg.norm(f[i]) * np.linalg.norm(f[j])
+            logits[i, j] = dot / tau
+    a = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return a / a.sum(axis=1, keepdims=True)
+
+
+READINGS = ("dot", "scaled", "cosine")
+
+
+def test_the_reading_list_is_not_empty():
+    assert READINGS
+
+
+@pytest.mark.parametrize("reading", READINGS)
+def test_eq1_readings_match_numpy_and_leave_the_jaccard_term_alone(reading):
+    gen = torch.Generator().manual_seed(2)
+    x_recv = 3 * torch.randn(2, 5, 8, generator=gen, dtype=torch.float64)
+    x_send = 3 * torch.randn(2, 5, 8, generator=gen, dtype=torch.float64)
+    a = similarity_scores(x_recv, x_send, alpha=0.0, temperature=0.5, similarity=reading)
+    t = similarity_scores(x_recv, x_send, alpha=1.0, similarity=reading)
+    t_dot = similarity_scores(x_recv, x_send, alpha=1.0, similarity="dot")
+    torch.testing.assert_close(t, t_dot)  # eq. 2 always reads the raw tokens
+    for b in range(2):
+        want = numpy_intra(x_recv[b].numpy(), reading, 0.5)
+        np.testing.assert_allclose(a[b].numpy(), want, rtol=1e-10, atol=1e-12)
+
+
+def test_cosine_reading_hand_worked():
+    # Tokens (3, 0) and (0, 4): cosines [[1, 0], [0, 1]] whatever the norms, so each row of A
+    # is softmax(1, 0) = (e / (e + 1), 1 / (e + 1)); the raw product (9, 0 / 0, 16) would give
+    # rows of 0.9999 on the diagonal.
+    x = torch.tensor([[[3.0, 0.0], [0.0, 4.0]]])
+    a = similarity_scores(x, x, alpha=0.0, similarity="cosine")
+    e = np.e
+    hi, lo = e / (e + 1), 1 / (e + 1)
+    assert torch.allclose(a[0], torch.tensor([[hi, lo], [lo, hi]]))
+    raw = similarity_scores(x, x, alpha=0.0, similarity="dot")
+    assert raw[0, 0, 0] > 0.9998 and raw[0, 1, 1] > 0.99999
+
+
+def test_unknown_reading_is_refused():
+    with pytest.raises(ValueError, match="similarity must be one of"):
+        similarity_scores(torch.randn(1, 3, 2), torch.randn(1, 3, 2), similarity="euclid")

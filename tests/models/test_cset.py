@@ -3,11 +3,18 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from csetgraph.errors import ConfigError
 from csetgraph.losses import CSETLoss
-from csetgraph.models import CSET
+from csetgraph.models import (
+    CSET,
+    CAOptions,
+    EncoderOptions,
+    MHGAOptions,
+    OptionError,
+    SEOptions,
+    TripletOptions,
+)
 
-TINY = dict(
+TINY = EncoderOptions(
     backbone="vit_tiny_patch16_224",
     img_size=(64, 32),
     embed_dim=32,
@@ -16,15 +23,9 @@ TINY = dict(
     drop_path_rate=0.0,
 )
 C, CLASSES = 32, 5
-FULL = dict(
-    se_direction="both",
-    se_layers=(1, 2),
-    se_ratio=0.25,
-    ca_enabled=True,
-    ca_heads=2,
-    mhga_enabled=True,
-    mhga_heads=2,
-)
+SE = SEOptions(direction="both", layers=(1, 2), ratio=0.25)
+FULL = dict(se=SE, ca=CAOptions(enabled=True, heads=2), mhga=MHGAOptions(enabled=True, heads=2))
+MHGA = MHGAOptions(enabled=True, heads=2)
 
 
 def n_params(module):
@@ -33,8 +34,7 @@ def n_params(module):
 
 def make(**kw):
     torch.manual_seed(0)
-    # 4 x 2 patches: the default ratio 0.1 would exchange no token, which is refused.
-    return CSET(CLASSES, **{**TINY, "se_ratio": 0.25, **kw})
+    return CSET(CLASSES, encoder=TINY, **kw)
 
 
 def pair(b=4):
@@ -66,8 +66,9 @@ def test_all_switches_off_is_the_two_stream_vit_baseline():
     out = model(vis, ir)
     torch.testing.assert_close(out.feat, feat)
     torch.testing.assert_close(out.logits, bn_feat @ model.neck.classifier.weight.T)
-    torch.testing.assert_close(out.tri_feat, feat)  # no heads: the triplet reads the neck input
-    assert out.tri_pids_index is None and out.cd_logits is None and out.se_info == []
+    torch.testing.assert_close(out.triplet_feat, feat)  # no heads: eq. 9 reads the neck input
+    torch.testing.assert_close(out.retrieval_feat, bn_feat)
+    assert out.head_feat is None and out.ca_logits is None and out.se_info == []
     torch.testing.assert_close(model.embed(ir, "ir"), F.normalize(bn_feat[4:], dim=1))
     # timm's names: tokens from forward_features, the embedding from model(x, modality=...)
     torch.testing.assert_close(
@@ -80,18 +81,19 @@ def test_all_switches_off_is_the_two_stream_vit_baseline():
 def test_each_switch_adds_exactly_its_parameters():
     base = n_params(make())
     head = C * C + C  # Linear(C, C) of one feed-forward head
-    se = n_params(make(se_direction="both", se_layers=(1,)))
+    one = SEOptions(direction="both", layers=(1,), ratio=0.25)
+    se = n_params(make(se=one))
     assert se - base == 2 * head  # W' for each modality; SE itself has no parameters
-    ca = n_params(make(se_direction="both", se_layers=(1,), ca_enabled=True, ca_heads=2))
+    ca = n_params(make(se=one, ca=CAOptions(enabled=True, heads=2)))
     mha = 4 * C * C + 4 * C  # in-projection (q, k, v) and out-projection with biases
     ca_neck = 2 * C + C * CLASSES  # BatchNorm affine + bias-free classifier
     assert ca - se == 2 * head + mha + 2 * C + ca_neck
-    mhga = n_params(make(mhga_enabled=True, mhga_heads=2))
+    mhga = n_params(make(mhga=MHGA))
     block = n_params(make().vis_encoder.blocks[-1])
     conv = C * C + 2 * C + C  # lin (no bias), att_src + att_dst (heads x C/heads each), bias
     neck_growth = 2 * C + C * CLASSES  # the neck input doubles: C more BatchNorm and weights
     assert mhga - base == 2 * block + 2 * (2 * C) + conv + 2 * C + neck_growth
-    learn = n_params(make(mhga_enabled=True, mhga_heads=2, mhga_learn_strengths=True))
+    learn = n_params(make(mhga=MHGAOptions(enabled=True, heads=2, learn_strengths=True)))
     assert learn - mhga == 3
 
 
@@ -117,7 +119,7 @@ def test_mixed_stream_differs_from_clean_exactly_at_exchanged_tokens():
         )
         assert not bool((receivers % N == 0).any())  # class tokens never exchanged
     # SE layer 1 only feeds block 2 of the mixed stream; the clean stream is untouched by it
-    ref = make(**{**FULL, "se_direction": "none", "ca_enabled": False})
+    ref = make(mhga=FULL["mhga"])
     ref.load_state_dict(model.state_dict(), strict=False)
     ref.eval()
     torch.testing.assert_close(ref(vis, ir).feat, out.feat)
@@ -136,7 +138,10 @@ def test_embedding_does_not_depend_on_the_batch():
 
 
 def test_a_few_steps_lower_every_loss_term():
-    model = make(**FULL, dropout=0.0)
+    no_dropout = dict(
+        ca=CAOptions(enabled=True, heads=2, dropout=0.0), triplet=TripletOptions(head_dropout=0.0)
+    )
+    model = make(**{**FULL, **no_dropout})
     # Both classifiers start near-uniform, so the distillation term starts near zero; give the
     # CA classifier a random opinion so that there is a disagreement for training to remove.
     with torch.no_grad():
@@ -159,25 +164,29 @@ def test_a_few_steps_lower_every_loss_term():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "pattern"),
+    ("build", "pattern"),
     [
-        (dict(se_direction="both"), "se_layers is empty"),
-        (dict(se_direction="both", se_layers=(3,)), r"out of range.*0\.\.2"),
-        (dict(se_direction="sideways", se_layers=(1,)), "se_direction must be one of"),
-        (dict(ca_enabled=True), "needs the mixed stream"),
-        (dict(mhga_enabled=True, mhga_heads=3), "must divide"),
-        (dict(mhga_enabled=True, mhga_layer="sparse"), "model.mhga.layer must be one of"),
-        (dict(mhga_enabled=True, mhga_graph="knn"), "model.mhga.graph must be one of"),
+        (lambda: SEOptions(direction="both"), "se.layers is empty"),
+        (lambda: make(se=SEOptions(direction="both", layers=(3,))), r"out of range.*0\.\.2"),
+        (lambda: SEOptions(direction="sideways", layers=(1,)), "se.direction must be one of"),
+        (lambda: SEOptions(similarity="euclid"), "se.similarity must be one of"),
+        (lambda: make(ca=CAOptions(enabled=True)), "ca.enabled needs the mixed stream"),
+        (lambda: make(mhga=MHGAOptions(enabled=True, heads=3)), "mhga.heads=3 must divide"),
+        (lambda: MHGAOptions(enabled=True, layer="sparse"), "mhga.layer must be one of"),
+        (lambda: MHGAOptions(enabled=True, graph="knn"), "mhga.graph must be one of"),
+        (lambda: TripletOptions(feature="bn"), "triplet.feature must be one of"),
+        (lambda: TripletOptions(head_dropout=1.0), r"triplet.head_dropout must lie in \[0, 1\)"),
     ],
 )
-def test_bad_switch_combinations_are_clear_errors(kwargs, pattern):
-    with pytest.raises(ConfigError, match=pattern):  # a user mistake: one line, exit status 2
-        make(**kwargs)
+def test_bad_options_are_errors_that_name_the_argument(build, pattern):
+    with pytest.raises(OptionError, match=pattern) as err:
+        build()
+    assert str(err.value).startswith(err.value.argument)
 
 
 def test_local_graph_uses_the_sparse_layer_and_runs():
-    model = make(mhga_enabled=True, mhga_heads=2, mhga_graph="local").eval()
-    dense = make(mhga_enabled=True, mhga_heads=2).eval()
+    model = make(mhga=MHGAOptions(enabled=True, heads=2, graph="local")).eval()
+    dense = make(mhga=MHGA).eval()
     assert type(model.mhga.conv).__name__ == "MHGAConv"
     assert type(dense.mhga.conv).__name__ == "DenseMHGAConv"
     out = model(*pair())
@@ -186,7 +195,7 @@ def test_local_graph_uses_the_sparse_layer_and_runs():
 
 @pytest.mark.parametrize("pair_graph", [False, True])
 def test_pair_graph_decides_whether_an_image_sees_its_partner(pair_graph):
-    model = make(mhga_enabled=True, mhga_heads=2, mhga_pair_graph=pair_graph).eval()
+    model = make(mhga=MHGAOptions(enabled=True, heads=2, pair_graph=pair_graph)).eval()
     vis, ir = pair()
     feat = model(vis, ir).feat[:4]  # the visible rows
     other = model(vis, torch.randn_like(ir)).feat[:4]
@@ -197,7 +206,7 @@ def test_pair_graph_decides_whether_an_image_sees_its_partner(pair_graph):
 
 
 def test_call_forms_are_checked():
-    model = make(mhga_enabled=True, mhga_heads=2).eval()
+    model = make(mhga=MHGA).eval()
     vis, ir = pair()
     with pytest.raises(ValueError, match="needs modality="):
         model(vis)
@@ -209,3 +218,55 @@ def test_call_forms_are_checked():
         model.forward_head(tokens, "vis")
     with pytest.raises(ValueError, match="modality must be one of"):
         model(vis, modality="rgb")
+
+
+def test_retrieval_reading_trains_the_embedding_that_retrieval_uses():
+    model = make(triplet=TripletOptions(feature="retrieval")).eval()
+    vis, ir = pair()
+    out = model(vis, ir)
+    torch.testing.assert_close(out.triplet_feat, out.retrieval_feat)
+    # the loss normalises these rows: they are then exactly the retrieval embeddings
+    torch.testing.assert_close(F.normalize(out.triplet_feat[4:], dim=1), model.embed(ir, "ir"))
+
+
+@pytest.mark.parametrize("heads", ["replace", "add"])
+def test_with_se_the_head_rows_replace_or_join_the_image_rows(heads):
+    model = make(se=SE, triplet=TripletOptions(heads=heads)).eval()
+    vis, ir = pair()
+    out = model(vis, ir)
+    assert out.head_feat.shape == (16, C)
+    assert torch.equal(out.head_rows, torch.arange(8).repeat(2))
+    assert torch.equal(out.head_modality, torch.tensor([0] * 4 + [1] * 4).repeat(2))
+    if heads == "replace":
+        assert out.triplet_feat is None
+    else:
+        torch.testing.assert_close(out.triplet_feat, out.feat)
+    # the clean rows are W' of the final-normed class tokens
+    tokens = model.forward_features(vis, "vis")
+    torch.testing.assert_close(out.head_feat[:4], model.tri_heads["vis"](tokens[:, 0]))
+
+
+def test_head_dropout_is_its_own_switch():
+    vis, ir = pair()
+    for dropout, same in ((0.0, True), (0.5, False)):
+        model = make(se=SE, triplet=TripletOptions(head_dropout=dropout)).train()
+        torch.manual_seed(0)
+        first = model(vis, ir).head_feat
+        second = model(vis, ir).head_feat
+        assert torch.equal(first, second) is same
+
+
+def test_config_errors_name_the_config_key():
+    from csetgraph.config import load_config
+    from csetgraph.errors import ConfigError
+    from csetgraph.models import build_model
+
+    cfg = load_config(None, ["model.embed_dim=32", "model.depth=4", "model.num_heads=2"])
+    cfg.model.pretrained = ""
+    cfg.model.triplet.feature = "bn"
+    with pytest.raises(ConfigError, match=r"^model\.triplet\.feature must be one of"):
+        build_model(cfg.model, 5, (128, 64))
+    cfg.model.triplet.feature = "retrieval"
+    cfg.model.share_encoders = True
+    with pytest.raises(ConfigError, match=r"^model\.share_encoders must be False"):
+        build_model(cfg.model, 5, (128, 64))

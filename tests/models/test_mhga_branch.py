@@ -11,31 +11,28 @@ from csetgraph.graph import (
     token_graph_single,
 )
 from csetgraph.losses import CSETLoss
-from csetgraph.models import CSET
+from csetgraph.models import CSET, CAOptions, EncoderOptions, MHGAOptions, SEOptions, TripletOptions
 from csetgraph.nn import MHGAConv
 
 TINY = dict(
-    backbone="vit_tiny_patch16_224",
-    img_size=(64, 32),
-    embed_dim=32,
-    depth=3,
-    num_heads=2,
-    drop_path_rate=0.0,
-    se_direction="both",
-    se_layers=(1,),
-    se_ratio=0.25,
-    ca_enabled=True,
-    ca_heads=2,
-    mhga_enabled=True,
-    mhga_heads=2,
-    dropout=0.0,
+    encoder=EncoderOptions(
+        backbone="vit_tiny_patch16_224",
+        img_size=(64, 32),
+        embed_dim=32,
+        depth=3,
+        num_heads=2,
+        drop_path_rate=0.0,
+    ),
+    se=SEOptions(direction="both", layers=(1,), ratio=0.25),
+    triplet=TripletOptions(head_dropout=0.0),
+    ca=CAOptions(enabled=True, heads=2, dropout=0.0),
 )
 LAYERS = ("dense", "message_passing")
 
 
-def make(**kw):
+def make(**mhga):
     torch.manual_seed(0)
-    return CSET(5, **{**TINY, **kw})
+    return CSET(5, **TINY, mhga=MHGAOptions(enabled=True, heads=2, **mhga))
 
 
 def batch(b=4):
@@ -58,7 +55,7 @@ def loss_and_grads(model, vis, ir, pids):
 @pytest.mark.parametrize("pair_graph", [False, True])
 def test_dense_and_message_passing_give_the_same_loss_and_gradients(pair_graph):
     assert LAYERS
-    models = {layer: make(mhga_layer=layer, mhga_pair_graph=pair_graph).train() for layer in LAYERS}
+    models = {layer: make(layer=layer, pair_graph=pair_graph).train() for layer in LAYERS}
     assert type(models["dense"].mhga.conv).__name__ == "DenseMHGAConv"
     assert type(models["message_passing"].mhga.conv).__name__ == "MHGAConv"
     # One state dict moves between the two layers: the same weights.
@@ -90,7 +87,7 @@ def _reference_single(conv, nodes, h, w):
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_branch_attention_equals_pyg_token_graph_reference(layer):
-    model = make(mhga_layer=layer).eval()
+    model = make(layer=layer).eval()
     branch = model.mhga
     h, w = branch.grid_size
     tokens = torch.randn(3, 1 + h * w, 32)
@@ -107,7 +104,7 @@ def test_branch_attention_equals_pyg_token_graph_reference(layer):
 
 
 def test_pair_attention_covers_both_node_types_of_the_pyg_pair_graph():
-    model = make(mhga_layer="message_passing").eval()
+    model = make(layer="message_passing").eval()
     branch = model.mhga
     h, w = branch.grid_size
     n = 1 + h * w
@@ -123,7 +120,7 @@ def test_pair_attention_covers_both_node_types_of_the_pyg_pair_graph():
 
 
 def test_local_graph_attends_only_along_same_and_adjacent_edges():
-    model = make(mhga_graph="local").eval()
+    model = make(graph="local").eval()
     h, w = model.mhga.grid_size
     n = 1 + h * w
     _, att = model.mhga({"ir": torch.randn(2, n, 32)}, return_attention_weights=True)
@@ -136,7 +133,7 @@ def test_local_graph_attends_only_along_same_and_adjacent_edges():
 
 
 def test_graphs_are_buffers_built_once_not_in_the_state_dict(monkeypatch):
-    model = make(mhga_pair_graph=True)
+    model = make(pair_graph=True)
     h, w = model.mhga.grid_size
     assert torch.equal(model.mhga.relation_single, relation_matrix(h, w, paired=False))
     assert torch.equal(model.mhga.relation_pair, relation_matrix(h, w, paired=True))

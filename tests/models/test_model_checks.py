@@ -8,9 +8,22 @@ from torch import nn
 
 from csetgraph.config import ModelConfig, load_config
 from csetgraph.errors import ConfigError
-from csetgraph.models import CSET, build_model, check_input_size
+from csetgraph.models import (
+    CSET,
+    CAOptions,
+    EncoderOptions,
+    MHGAOptions,
+    OptionError,
+    SEOptions,
+    build_model,
+    check_input_size,
+)
 
 TINY = dict(backbone="vit_tiny_patch16_224", embed_dim=32, depth=2, num_heads=2, drop_path_rate=0.0)
+
+
+def encoder(img_size) -> EncoderOptions:
+    return EncoderOptions(img_size=img_size, **TINY)
 
 
 def small_cfg(**overrides) -> ModelConfig:
@@ -28,16 +41,20 @@ def small_cfg(**overrides) -> ModelConfig:
 def test_an_exchange_of_no_token_is_refused_with_the_smallest_ratio_that_works(img_size, ratio):
     patches = (img_size[0] // 16) * (img_size[1] // 16)
     assert math.floor(ratio * patches) == 0
-    with pytest.raises(ConfigError) as err:
-        CSET(5, img_size=img_size, se_direction="both", se_layers=(0,), se_ratio=ratio, **TINY)
+    with pytest.raises(OptionError) as err:
+        CSET(5, encoder=encoder(img_size), se=SEOptions("both", (0,), ratio=ratio))
     message = str(err.value)
     smallest = float(message.split(">= ")[1].split()[0])
-    assert f"model.se.ratio={ratio}" in message and f"{patches} patches" in message
+    assert f"se.ratio={ratio}" in message and f"{patches} patches" in message
+    assert err.value.argument == "se.ratio"
     # The suggestion is the smallest 4-decimal ratio that exchanges one token.
     assert math.floor(smallest * patches) == 1 and math.floor((smallest - 1e-4) * patches) == 0
-    model = CSET(
-        5, img_size=img_size, se_direction="both", se_layers=(0,), se_ratio=smallest, **TINY
-    )
+    # Through the config the same refusal names the config key.
+    cfg = small_cfg()
+    cfg.se.ratio = ratio
+    with pytest.raises(ConfigError, match=rf"model\.se\.ratio={ratio} exchanges"):
+        build_model(cfg, 5, img_size)
+    model = CSET(5, encoder=encoder(img_size), se=SEOptions("both", (0,), ratio=smallest))
     _, _, info = model.se(*(torch.randn(2, 1 + patches, 32) for _ in range(2)))
     assert info["i2v"].edge_index.shape == (2, 2)  # one token per pair and direction
 
@@ -54,7 +71,7 @@ def test_check_input_size_refuses_the_empty_exchange_before_building():
 
 
 def test_no_exchange_without_se_is_fine():
-    CSET(5, img_size=(32, 16), se_direction="none", se_ratio=0.1, **TINY)
+    CSET(5, encoder=encoder((32, 16)), se=SEOptions("none", ratio=0.1))
 
 
 # ---------------------------------------------------------------- input sizes
@@ -109,7 +126,7 @@ def test_tiled_input_sizes_pass(height, width, stride):
 
 def test_the_old_silent_drop_is_what_the_check_prevents():
     """At height 100 the bottom 4 rows never reached the model: zeroing them changed nothing."""
-    model = CSET(5, img_size=(100, 64), **TINY).eval()  # the layer itself does not check
+    model = CSET(5, encoder=encoder((100, 64))).eval()  # the layer itself does not check
     x = torch.randn(2, 3, 100, 64)
     cut = x.clone()
     cut[:, :, 96:] = 0
@@ -123,9 +140,12 @@ def test_the_old_silent_drop_is_what_the_check_prevents():
 
 def test_no_weight_decay_lists_embeddings_norms_and_biases():
     model = CSET(
-        5, img_size=(64, 32), se_direction="both", se_layers=(0,), se_ratio=0.25, ca_enabled=True,
-        ca_heads=2, mhga_enabled=True, mhga_heads=2, mhga_learn_strengths=True, **TINY,
-    )  # fmt: skip
+        5,
+        encoder=encoder((64, 32)),
+        se=SEOptions("both", (0,), ratio=0.25),
+        ca=CAOptions(enabled=True, heads=2),
+        mhga=MHGAOptions(enabled=True, heads=2, learn_strengths=True),
+    )
     names = {id(p): n for n, p in model.named_parameters()}
     expected = set()
     for module in model.modules():

@@ -1,0 +1,177 @@
+#!/usr/bin/env python
+"""What SE, CA and the triplet spaces of a trained run do on validation pairs, per reading.
+
+The numbers behind docs/model.md. For a run folder (any configuration), on ``--pairs`` aligned
+visible/infrared images of each validation identity (no augmentation, eval mode):
+
+* per SE layer and direction, the model's own statistics (tokens per image, mean diagonal of
+  ``A``, same-position share, mean score), and, recomputed on the clean tokens entering the
+  first exchange for every eq. 1 reading (``dot``, ``scaled``, ``layernorm`` = a
+  parameter-free LayerNorm then ``1/sqrt(d)``, ``cosine``) and α in 0.1, 0.3, 0.7, 1: the
+  diagonal of ``A``, the same-position share of the selected edges and the share of edges
+  that differ from the Jaccard term alone;
+* the cosine between the mixed and the clean class token after the last block;
+* the entropy of the CA logits against the clean ones, and how often their arg-max agree;
+* for each triplet space (the neck input, the BatchNorm output, the ``W'`` rows) the
+  batch-hard loss over the pairs, its active share and the mean hardest / all positive and
+  negative distances (squared Euclidean of L2-normalised rows, as eq. 9 is trained).
+
+    python benchmarks/mechanism_readings.py runs/<run> [key=value overrides] [--json out.json]
+
+Overrides apply to the run's config (a run trained before a switch existed needs the
+switch's literal value, e.g. ``model.se.similarity=dot``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from csetgraph.data import get_dataset
+from csetgraph.data.records import load_image
+from csetgraph.engine.runs import eval_transform, load_run
+from csetgraph.errors import run_command
+from csetgraph.graph.similarity import select_exchange_edges, tanimoto
+
+READINGS = ("dot", "scaled", "layernorm", "cosine")
+ALPHAS = (0.1, 0.3, 0.7, 1.0)
+
+
+def intra(x: torch.Tensor, reading: str) -> torch.Tensor:
+    """``A`` of eq. 1 under ``reading`` (``layernorm`` is measured only, not a model switch)."""
+    d = x.shape[-1]
+    if reading == "cosine":
+        x = F.normalize(x, dim=-1)
+    if reading == "layernorm":
+        x = F.layer_norm(x, (d,))
+    logits = x @ x.transpose(1, 2)  # (B, N, N)
+    if reading in ("scaled", "layernorm"):
+        logits = logits / math.sqrt(d)
+    return logits.softmax(-1)
+
+
+def same_position(scores: torch.Tensor, ratio: float) -> tuple[float, set]:
+    edges, _ = select_exchange_edges(scores, ratio, 1)
+    return float((edges[0] == edges[1]).float().mean()), set(map(tuple, edges.T.tolist()))
+
+
+def reading_table(recv: torch.Tensor, send: torch.Tensor, ratio: float) -> dict:
+    recv, send = recv.double(), send.double()
+    t = tanimoto(recv, send)
+    out = {}
+    for reading in READINGS:
+        a = intra(recv, reading)
+        row = {"diag_A": float(a[:, 1:, 1:].diagonal(dim1=1, dim2=2).mean())}
+        _, jaccard_edges = same_position(t, ratio)
+        for alpha in ALPHAS:
+            share, edges = same_position(alpha * t + (1 - alpha) * a, ratio)
+            row[f"same_position@{alpha}"] = share
+            if alpha == 0.7:
+                row["differ_from_jaccard@0.7"] = 1 - len(edges & jaccard_edges) / len(edges)
+        out[reading] = row
+    return out
+
+
+def triplet_space(feat: torch.Tensor, pids: torch.Tensor, mods: torch.Tensor) -> dict:
+    f = F.normalize(feat.double(), dim=1)
+    d = torch.cdist(f, f).pow(2)
+    same, cross = pids[:, None] == pids[None], mods[:, None] != mods[None]
+    pos, neg = same & cross, ~same & cross
+    hp = d.masked_fill(~pos, -1).amax(1)
+    hn = d.masked_fill(~neg, 1e9).amin(1)
+    loss = (hp - hn + 0.3).clamp_min(0)
+    return {
+        "loss": float(loss.mean()),
+        "active": float((loss > 0).float().mean()),
+        "hardest_pos": float(hp.mean()),
+        "hardest_neg": float(hn.mean()),
+        "mean_pos": float(d[pos].mean()),
+        "mean_neg": float(d[neg].mean()),
+    }
+
+
+def measure(run: str, overrides: list[str], pairs: int) -> dict:
+    model, cfg = load_run(run, overrides=overrides)
+    transform = eval_transform(model, cfg)
+    records = get_dataset(cfg.data.dataset).all_records(cfg.data.root, "val", cfg.data.trial)
+    by = {m: {} for m in records}
+    for m, recs in records.items():
+        for r in recs:
+            by[m].setdefault(r.pid, []).append(r)
+    pids = sorted(set(by["vis"]) & set(by["ir"]))
+    images = {
+        m: torch.stack(
+            [transform(load_image(by[m][p][i].path)) for p in pids for i in range(pairs)]
+        )
+        for m in ("vis", "ir")
+    }
+    pid = torch.tensor([p for p in pids for _ in range(pairs)])
+    res: dict = {"pairs": len(pid), "identities": len(pids)}
+    with torch.no_grad():
+        out = model(images["vis"], images["ir"], return_streams=True)
+        for k, info in zip(model.se_layers, out.se_info, strict=True):
+            for name, (recv, send) in (("i2v", ("ir", "vis")), ("v2i", ("vis", "ir"))):
+                if info[name] is None:
+                    continue
+                entry = {"model": {k2: float(v) for k2, v in info[name].stats._asdict().items()}}
+                if k == model.se_layers[0]:  # the clean tokens are exactly what it reads
+                    clean = out.streams[k]["clean"]
+                    entry["readings"] = reading_table(clean[recv], clean[send], model.se.ratio)
+                    entry["token_norm"] = float(clean[recv][:, 1:].norm(dim=-1).mean())
+                res[f"se/block{k}/{name}"] = entry
+        last = out.streams[max(out.streams)]
+        if last["mixed"] is not None:
+            for m in ("vis", "ir"):
+                norm = model.encoder(m).norm
+                c, x = norm(last["clean"][m])[:, 0], norm(last["mixed"][m])[:, 0]
+                res[f"class_token_cosine/{m}"] = float(F.cosine_similarity(c, x).mean())
+        if out.ca_logits is not None:
+            ent = [-(p * p.clamp_min(1e-12).log()).sum(1).mean() for p in
+                   (out.ca_logits.softmax(1), out.logits.softmax(1))]  # fmt: skip
+            res["ca"] = {
+                "entropy_ca": float(ent[0]),
+                "entropy_clean": float(ent[1]),
+                "log_classes": math.log(out.logits.shape[1]),
+                "argmax_agree": float(
+                    (out.ca_logits.argmax(1) == out.logits.argmax(1)).float().mean()
+                ),
+            }
+        pp, mods = torch.cat([pid, pid]), out.modality
+        res["triplet/neck"] = triplet_space(out.feat, pp, mods)
+        res["triplet/retrieval"] = triplet_space(out.retrieval_feat, pp, mods)
+        if out.head_feat is not None:
+            res["triplet/heads"] = triplet_space(
+                out.head_feat, pp[out.head_rows], out.head_modality
+            )
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("run")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--pairs", type=int, default=2, help="pairs per validation identity")
+    p.add_argument("--json", default="")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_intermixed_args(argv)
+
+    def body() -> int:
+        torch.manual_seed(0)
+        res = measure(args.run, args.overrides, args.pairs)
+        text = json.dumps(res, indent=1)
+        print(text)
+        if args.json:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+        return 0
+
+    return run_command(body, debug=args.debug, name="mechanism_readings")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The reading statistics of benchmarks/mechanism_readings.py against loop references."""
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from csetgraph.graph.similarity import intra_similarity
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = importlib.util.spec_from_file_location(
+    "mechanism_readings", ROOT / "benchmarks" / "mechanism_readings.py"
+)
+bench = importlib.util.module_from_spec(SPEC)
+sys.modules["mechanism_readings"] = bench
+SPEC.loader.exec_module(bench)
+
+
+def test_model_readings_are_the_library_ones_and_layernorm_is_by_hand():
+    x = 3 * torch.randn(2, 5, 8, dtype=torch.float64)
+    for reading in ("dot", "scaled", "cosine"):
+        torch.testing.assert_close(bench.intra(x, reading), intra_similarity(x, 1.0, reading))
+    z = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5)
+    want = torch.softmax(z @ z.transpose(1, 2) / math.sqrt(8), -1)
+    torch.testing.assert_close(bench.intra(x, "layernorm"), want)
+
+
+def test_triplet_space_matches_a_loop():
+    torch.manual_seed(0)
+    feat = torch.randn(8, 4, dtype=torch.float64)
+    pids = torch.tensor([0, 1, 2, 3] * 2)
+    mods = torch.tensor([0] * 4 + [1] * 4)
+    f = feat / feat.norm(dim=1, keepdim=True)
+    hinge, pos, neg = [], [], []
+    for a in range(8):
+        d = [float(((f[a] - f[j]) ** 2).sum()) for j in range(8)]
+        p = max(d[j] for j in range(8) if pids[j] == pids[a] and mods[j] != mods[a])
+        n = min(d[j] for j in range(8) if pids[j] != pids[a] and mods[j] != mods[a])
+        hinge.append(max(p - n + 0.3, 0.0))
+        pos.append(p)
+        neg.append(n)
+    got = bench.triplet_space(feat, pids, mods)
+    assert math.isclose(got["loss"], sum(hinge) / 8, rel_tol=1e-9)
+    assert math.isclose(got["active"], sum(h > 0 for h in hinge) / 8)
+    assert math.isclose(got["hardest_pos"], sum(pos) / 8, rel_tol=1e-9)
+    assert math.isclose(got["hardest_neg"], sum(neg) / 8, rel_tol=1e-9)
