@@ -132,7 +132,8 @@ def test_a_bf16_step_on_cuda_is_finite_and_close_to_fp32(cuda):
     )
 
     assert out16.logits.dtype == torch.bfloat16 and out32.logits.dtype == torch.float32
-    assert set(terms16) == set(terms32) == {"ce", "tri", "cd", "total", "pos_dist", "neg_dist"}
+    assert set(terms16) == set(terms32)
+    assert {"ce", "tri", "cd", "total", "pos_dist", "neg_dist"} <= set(terms32)
     for name in terms32:
         assert torch.isfinite(terms16[name]), name
         assert terms16[name].dtype == torch.float32, name  # losses come out in fp32
