@@ -13,6 +13,7 @@ from torch import nn
 
 from csetgraph.errors import ConfigError
 from csetgraph.models.checkpoint import load_pretrained
+from csetgraph.models.options import OptionError
 
 
 class ViTEncoder(nn.Module):
@@ -62,6 +63,13 @@ class ViTEncoder(nn.Module):
         except RuntimeError as err:
             raise ConfigError(
                 f"cannot build timm backbone {backbone!r} (model.backbone): {err}"
+            ) from err
+        except AssertionError as err:  # timm's own check: the heads must divide the width
+            if num_heads is None:
+                raise
+            width = embed_dim if embed_dim is not None else f"{backbone}'s width"
+            raise OptionError(
+                "encoder.num_heads", f"={num_heads} does not divide {width}: pick a divisor"
             ) from err
         if not hasattr(vit, "blocks") or not hasattr(vit, "cls_token") or vit.cls_token is None:
             raise ConfigError(

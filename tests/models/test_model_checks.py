@@ -161,3 +161,15 @@ def test_no_weight_decay_lists_embeddings_norms_and_biases():
     assert skip == expected
     assert {"vis_encoder.vit.pos_embed", "ir_encoder.vit.cls_token", "mhga.conv.bias"} <= skip
     assert "mhga.conv.lin.weight" not in skip and "neck.classifier.weight" not in skip
+
+
+def test_heads_that_do_not_divide_the_backbones_own_width_are_one_config_error():
+    """With model.embed_dim=null the width is the backbone's (vit_tiny: 192 = 3 x 64), which
+    only timm knows; 5 heads used to end in timm's bare AssertionError."""
+    cfg = load_config(None, ["model.embed_dim=null", "model.num_heads=5", "model.pretrained="])
+    assert cfg.model.backbone == "vit_tiny_patch16_224"
+    with pytest.raises(ConfigError, match=r"^model\.num_heads=5 does not divide vit_tiny"):
+        build_model(cfg.model, num_classes=4, img_size=(cfg.data.height, cfg.data.width))
+    ok = load_config(None, ["model.embed_dim=null", "model.num_heads=4", "model.pretrained="])
+    model = build_model(ok.model, num_classes=4, img_size=(ok.data.height, ok.data.width))
+    assert model.vis_encoder.vit.embed_dim % 4 == 0
