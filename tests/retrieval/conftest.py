@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _clustered(n: int, dim: int, clusters: int, seed: int, spread: float = 0.35) -> np.ndarray:
@@ -51,3 +57,16 @@ def _recall_at_10(approx: np.ndarray, exact: np.ndarray) -> float:
 def recall_at_10():
     """``recall_at_10(approx, exact)``: the mean share of each exact top 10 that was found."""
     return _recall_at_10
+
+
+@pytest.fixture(scope="session")
+def bench_search():
+    """``benchmarks/bench_search.py`` as a module (its gallery recipe, ``main``, ``which_path``)."""
+    if "bench_search" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "bench_search", ROOT / "benchmarks" / "bench_search.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_search"] = module  # dataclasses in the module look themselves up
+        spec.loader.exec_module(module)
+    return sys.modules["bench_search"]

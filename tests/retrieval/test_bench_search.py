@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _load():
-    if "bench_search" not in sys.modules:  # as test_default_params loads it
-        spec = importlib.util.spec_from_file_location(
-            "bench_search", ROOT / "benchmarks" / "bench_search.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_search"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["bench_search"]
-
-
-def test_tiny_benchmark_runs_with_the_database_and_additions(tmp_path, capsys):
+def test_tiny_benchmark_runs_with_the_database_and_additions(bench_search, tmp_path, capsys):
     pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
-    bench = _load()
+    bench = bench_search
     out = tmp_path / "tiny.json"
     kinds = ["numpy", "flat", "hnsw", "milvus"]
     assert bench.main(["--tiny", "--kinds", *kinds, "--json", str(out)]) == 0
@@ -41,11 +25,11 @@ def test_tiny_benchmark_runs_with_the_database_and_additions(tmp_path, capsys):
     assert "openblas" in capsys.readouterr().out  # the thread and BLAS settings are printed
 
 
-def test_a_selector_keeps_faiss_flat_off_its_blas_path():
+def test_a_selector_keeps_faiss_flat_off_its_blas_path(bench_search):
     """The finding behind docs/deploy.md "faiss flat and numpy", by rounding (no timing):
     above faiss's BLAS threshold a plain search leaves the per-pair kernel's values, a
     search with a selector (even one that excludes nothing) keeps them exactly."""
-    bench = _load()
+    bench = bench_search
     rows = {(r["queries"], r["selector"]): r["equal_to_kernel"] for r in bench.which_path()}
     assert rows[(100, "none")] == 1.0 and rows[(100, "excludes nothing")] == 1.0
     assert rows[(200, "none")] < 0.5  # BLAS: another summation order

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,20 +10,7 @@ import pytest
 from csetgraph.retrieval import GalleryIndex, default_params
 from csetgraph.retrieval.index import IVF_TRAIN_PER_CELL, _ivf_training_sample
 
-ROOT = Path(__file__).resolve().parents[2]
 SIZES = [1, 50, 1_000, 4_000, 10_000, 10_001, 50_000, 100_000, 200_000, 1_000_000, 10**7]
-
-
-def _bench_search():
-    """benchmarks/bench_search.py as a module: its re-id-like gallery generator."""
-    if "bench_search" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "bench_search", ROOT / "benchmarks" / "bench_search.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_search"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["bench_search"]
 
 
 def _non_decreasing(values):
@@ -78,9 +62,9 @@ def test_ivf_trained_on_a_sample_keeps_recall(gallery, recall_at_10):
 
 
 @pytest.fixture(scope="module")
-def reid_like():
+def reid_like(bench_search):
     """20,000 x 64 re-id-like gallery (the benchmark's recipe), 300 queries, exact top 10."""
-    bench = _bench_search()
+    bench = bench_search
     feats, ids, world = bench.reid_gallery(20_000, 64, seed=0)
     queries, _ = bench.reid_queries(world, ids, 300, seed=1)
     dist = 1.0 - queries.astype(np.float64) @ feats.astype(np.float64).T
