@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from csetgraph.config import Config, config_from_dict, config_to_dict, save_config
@@ -62,7 +61,7 @@ from csetgraph.engine.training_state import (
     rng_state,
     set_rng_state,
 )
-from csetgraph.errors import CheckpointError, NonFiniteLossError, UserError
+from csetgraph.errors import CheckpointError, NonFiniteLossError
 from csetgraph.files import write_atomic
 from csetgraph.losses import build_criterion
 from csetgraph.models import build_model, check_input_size, patch_size
@@ -362,7 +361,7 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         self.model.train()
         bar = tqdm(
-            _batches(self.loader),
+            self.loader,
             desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}",
             disable=not (self.progress and self.dist.is_main),
             leave=False,
@@ -569,19 +568,6 @@ def evaluate_model(model, cfg: Config, device, mean, std, *, split="test", progr
 
     tf = eval_transform(model, cfg, mean=mean, std=std)
     return evaluate_dataset(model, cfg, device=device, transform=tf, split=split, progress=progress)
-
-
-def _batches(loader: DataLoader):
-    """The loader's batches; a user error raised in a worker keeps its one-line message
-    (the DataLoader re-raises it with the worker's whole traceback as the message)."""
-    try:
-        yield from loader
-    except UserError as err:
-        text = str(err).strip()
-        if "Original Traceback" not in text:
-            raise
-        last = text.splitlines()[-1]
-        raise type(err)(last.split(": ", 1)[-1]) from None
 
 
 def _fingerprint(cfg: Config) -> dict:
