@@ -25,6 +25,7 @@ import torch
 from csetgraph.data.records import MODALITIES
 from csetgraph.deploy.embedder import RunEmbedder
 from csetgraph.deploy.export import OnnxEmbedder, export_onnx, onnx_name
+from csetgraph.files import write_atomic
 
 
 def images_per_second(call, batch, iters: int, warmup: int) -> float:
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{ratio:>11.2f}x {r['max_abs_diff']:>10.1e}"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+        write_atomic(args.json, json.dumps({"args": vars(args), "rows": rows}, indent=2))
     return 0
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from csetgraph.evaluation import rank_metrics
+from csetgraph.files import write_atomic
 
 # --------------------------------------------------------------------------------------
 # The straightforward per-query loop (reference-code style, stable sort, short-list padding)
@@ -197,7 +198,7 @@ def worker(args) -> None:
         "peak_anon_extra_mb": mem.extra_mb,
         "results": results,
     }
-    Path(args.out).write_text(json.dumps(out))
+    write_atomic(args.out, json.dumps(out))
 
 
 def run_worker(case: str, impl: str, extra: list[str]) -> dict:

@@ -69,6 +69,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from csetgraph.files import write_atomic
 from csetgraph.retrieval import GalleryIndex, default_params
 from csetgraph.retrieval.index import IVF_TRAIN_PER_CELL
 
@@ -420,16 +421,12 @@ def run(args: argparse.Namespace) -> int:
         log(f"{kind}: done, recall@{args.k} {row['recall@10']}")
     print_table(rows)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(
-                {
-                    "args": vars(args),
-                    "defaults": {k: default_params(k, args.gallery) for k in ("ivf", "hnsw")},
-                    "rows": rows,
-                },
-                fh,
-                indent=2,
-            )
+        out = {
+            "args": vars(args),
+            "defaults": {k: default_params(k, args.gallery) for k in ("ivf", "hnsw")},
+            "rows": rows,
+        }
+        write_atomic(args.json, json.dumps(out, indent=2))
     return 0
 
 

@@ -36,6 +36,7 @@ from csetgraph.data import get_dataset
 from csetgraph.data.records import load_image
 from csetgraph.engine.runs import eval_transform, load_run
 from csetgraph.errors import run_command
+from csetgraph.files import write_atomic
 from csetgraph.graph.similarity import select_exchange_edges, tanimoto
 
 READINGS = ("dot", "scaled", "layernorm", "cosine")
@@ -166,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         text = json.dumps(res, indent=1)
         print(text)
         if args.json:
-            with open(args.json, "w") as f:
-                f.write(text + "\n")
+            write_atomic(args.json, text + "\n")
         return 0
 
     return run_command(body, debug=args.debug, name="mechanism_readings")

@@ -99,11 +99,12 @@ class CAConfig:
 @dataclass
 class TripletConfig:
     """What eq. 9 trains (docs/model.md); the paper's text is feature=neck, heads=replace,
-    head_dropout=0.5."""
+    head_dropout=0.5, head_form=plain."""
 
     feature: str = "neck"  # neck (before the BNNeck's BatchNorm) | retrieval (after it)
     heads: str = "add"  # with SE, the W' rows: replace the image rows | add a second term
     head_dropout: float = 0.0  # dropout at the end of each W' head
+    head_form: str = "residual"  # plain: W'(x), the paper's head | residual: x + W'(x)
 
 
 @dataclass

@@ -143,15 +143,20 @@ def run_seeds(
     split: str = "test",
     progress: bool = True,
     train_fn: Callable | None = None,
+    reuse: bool = False,
 ) -> dict[str, dict[int, dict[str, float]]]:
     """Train every configuration with every seed; metrics on ``split`` ids ("test" or "val").
 
     With ``split="val"`` the model trains on the training ids only
     (``data.train_split=train``) and is scored on the validation ids: the split for
-    tuning. Run folders land in ``out_dir/<row>/seed<k>``.
+    tuning. Run folders land in ``out_dir/<row>/seed<k>``. With ``reuse`` a run folder that
+    already holds a finished run of the same config is read instead of trained again
+    (:func:`finished_results`; test ids only).
     """
     if split not in ("test", "val"):
         raise ConfigError(f"split must be 'test' or 'val', got {split!r}")
+    if reuse and split != "test":
+        raise ConfigError("--reuse reads the test results in metrics.json; use it with test ids")
     if not seeds:
         raise ConfigError("no seeds to run: pass --seeds N with N >= 1")
     runs: dict[str, dict[int, dict[str, float]]] = {}
@@ -163,8 +168,36 @@ def run_seeds(
                 cfg.data.train_split = "train"
             cfg.train.output_dir = str(out_dir / _slug(row))
             cfg.train.run_name = f"seed{seed}"
-            runs[row][seed] = flatten_results(train_and_score(cfg, split, progress, train_fn))
+            done = finished_results(cfg) if reuse else None
+            if done is None:
+                done = flatten_results(train_and_score(cfg, split, progress, train_fn))
+            runs[row][seed] = done
     return runs
+
+
+def finished_results(cfg: Config) -> dict[str, float] | None:
+    """The flat test results of the finished run at ``cfg``'s run folder, or ``None`` when
+    there is none (no ``metrics.json``).
+
+    Raises:
+        ConfigError: the folder holds a run of another config (the options named).
+    """
+    from csetgraph.config import load_config
+    from csetgraph.engine.run_guard import config_differences
+
+    run_dir = Path(cfg.train.output_dir) / cfg.train.run_name
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file():
+        return None
+    diff = config_differences(load_config(run_dir / "config.yaml"), cfg)
+    if diff:
+        listed = "; ".join(f"{k}: run has {a!r}, asked {b!r}" for k, (a, b) in diff.items())
+        raise ConfigError(
+            f"{run_dir} holds a finished run of another config ({listed}); "
+            "move it away, or drop --reuse to train it again under a new output folder"
+        )
+    results = json.loads(metrics.read_text())
+    return flatten_results({k: v for k, v in results.items() if k != "mechanisms"})
 
 
 def train_and_score(cfg: Config, split: str, progress: bool, train_fn=None) -> dict:

@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. +N-1")
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--output-dir", default=None, help="default: <train.output_dir>/ablation")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="read run folders that hold a finished run of the same config (test ids)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
@@ -67,7 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = Path(args.output_dir or Path(base.train.output_dir) / "ablation")
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
         t0 = time.time()
-        runs = run_seeds(configs, seeds, out_dir, split=args.split, progress=not args.no_progress)
+        runs = run_seeds(
+            configs,
+            seeds,
+            out_dir,
+            split=args.split,
+            progress=not args.no_progress,
+            reuse=args.reuse,
+        )
         wall = time.time() - t0
         summary = summarise(runs, REFERENCE)
 

@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None, help="value the differences are taken to")
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--output-dir", default=None)
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="read run folders that hold a finished run of the same config (test ids)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("sweep_and_overrides", nargs="+", metavar="key=value", help="sweep first")
@@ -69,7 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = Path(args.output_dir or Path(base.train.output_dir) / f"sweep_{key}")
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
         t0 = time.time()
-        runs = run_seeds(configs, seeds, out_dir, split=args.split, progress=not args.no_progress)
+        runs = run_seeds(
+            configs,
+            seeds,
+            out_dir,
+            split=args.split,
+            progress=not args.no_progress,
+            reuse=args.reuse,
+        )
         wall = time.time() - t0
         ref_row = f"{key}={reference}"
         summary = summarise(runs, ref_row)

@@ -203,6 +203,14 @@ def _is_safe(key: str) -> bool:
     return any(key == s or (s.endswith(".") and key.startswith(s)) for s in SAFE_ON_RESUME)
 
 
+def config_differences(saved: Config, requested: Config) -> dict[str, list]:
+    """``{key: [saved value, requested value]}`` for every option that differs, ignoring
+    where a run is written (``train.output_dir``, ``train.run_name``, ...)."""
+    old, new = _flatten(config_to_dict(saved)), _flatten(config_to_dict(requested))
+    diff = {k: [old.get(k), new[k]] for k in new if old.get(k) != new[k]}
+    return {k: v for k, v in diff.items() if k not in IGNORED_ON_RESUME}
+
+
 def resume_config(saved: Config, requested: Config) -> tuple[Config, dict[str, list]]:
     """The effective config of a resumed run, and the safe changes ``{key: [old, new]}``.
 
@@ -213,9 +221,7 @@ def resume_config(saved: Config, requested: Config) -> tuple[Config, dict[str, l
     Raises:
         ConfigError: an option differs that a resume may not change; names each one.
     """
-    old, new = _flatten(config_to_dict(saved)), _flatten(config_to_dict(requested))
-    diff = {k: [old.get(k), new[k]] for k in new if old.get(k) != new[k]}
-    diff = {k: v for k, v in diff.items() if k not in IGNORED_ON_RESUME}
+    diff = config_differences(saved, requested)
     refused = {k: v for k, v in diff.items() if not _is_safe(k)}
     if refused:
         listed = "; ".join(f"{k}: run has {a!r}, asked {b!r}" for k, (a, b) in refused.items())

@@ -148,8 +148,10 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], ori
             parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
         if shape:
             parts.append(f"{len(shape)} with other shapes (e.g. {'; '.join(shape[:3])})")
+        hint = "Use the config the checkpoint was trained with (its run folder has config.yaml)."
+        if any(k.startswith("tri_heads.") for k in missing + unexpected):
+            hint += " A run from before model.triplet.head_form existed needs head_form=plain."
         raise CheckpointError(
-            f"{origin} was made for another model configuration: {'; '.join(parts)}. "
-            "Use the config the checkpoint was trained with (its run folder has config.yaml)."
+            f"{origin} was made for another model configuration: {'; '.join(parts)}. {hint}"
         )
     model.load_state_dict(state)

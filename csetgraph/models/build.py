@@ -63,6 +63,7 @@ def model_options(model_cfg: ModelConfig, img_size: tuple[int, int]) -> dict:
                 feature=m.triplet.feature,
                 heads=m.triplet.heads,
                 head_dropout=m.triplet.head_dropout,
+                head_form=m.triplet.head_form,
             ),
             ca=CAOptions(enabled=m.ca.enabled, heads=m.ca.heads, dropout=m.dropout),
             mhga=MHGAOptions(

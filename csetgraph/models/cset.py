@@ -165,6 +165,31 @@ def feed_forward_head(dim: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout))
 
 
+class ResidualHead(nn.Module):
+    r"""A head beside its input: :math:`y = x + h(x)`.
+
+    The ``residual`` reading of the ``W'`` heads (``triplet.head_form``): the class token stays
+    in the triplet space, so eq. 9 starts from the space that cross-entropy shapes instead of
+    a random projection (docs/model.md, "The W' heads").
+
+    Shapes:
+        ``(..., C) -> (..., C)``
+    """
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.head(x)
+
+
+def triplet_head(dim: int, triplet: TripletOptions) -> nn.Module:
+    """One ``W'`` head: the feed-forward head, plain or beside its input (``head_form``)."""
+    head = feed_forward_head(dim, triplet.head_dropout)
+    return ResidualHead(head) if triplet.head_form == "residual" else head
+
+
 def smallest_ratio(num_patches: int) -> float:
     """The smallest SE ratio (4 decimals) that exchanges one of ``num_patches`` tokens."""
     return math.ceil(1e4 / num_patches) / 1e4
@@ -428,7 +453,7 @@ class CSET(nn.Module):
         dim = self.vis_encoder.embed_dim
         self.triplet = triplet
         self.tri_heads = (
-            nn.ModuleDict({m: feed_forward_head(dim, triplet.head_dropout) for m in MODALITIES})
+            nn.ModuleDict({m: triplet_head(dim, triplet) for m in MODALITIES})
             if self.se_layers
             else None
         )

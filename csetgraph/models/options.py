@@ -33,6 +33,7 @@ MHGA_ADJACENCIES = ("sequence", "grid")
 TRIPLET_FEATURES = ("neck", "retrieval")
 #: With SE, the W' rows either replace the image rows in eq. 9 (the paper's text) or join them.
 TRIPLET_HEADS = ("replace", "add")
+TRIPLET_HEAD_FORMS = ("plain", "residual")
 
 
 class OptionError(ValueError):
@@ -142,16 +143,20 @@ class TripletOptions:
         heads: with SE, the ``W'`` rows of the clean and mixed class tokens ``"replace"`` the
             image rows (the paper's text) or ``"add"`` a second triplet term beside them.
         head_dropout: dropout at the end of each ``W'`` head (the paper's 0.5 is literal).
+        head_form: ``"plain"`` (the paper's feed-forward head, ``W'(x)``) or ``"residual"``
+            (``x + W'(x)``, the class token kept beside the head's output).
     """
 
     feature: str = "neck"
     heads: str = "replace"
     head_dropout: float = 0.5
+    head_form: str = "plain"
 
     def __post_init__(self) -> None:
         _choice("triplet", "feature", self.feature, TRIPLET_FEATURES)
         _choice("triplet", "heads", self.heads, TRIPLET_HEADS)
         _fraction("triplet", "head_dropout", self.head_dropout, closed=False)
+        _choice("triplet", "head_form", self.head_form, TRIPLET_HEAD_FORMS)
 
 
 @dataclass(frozen=True)

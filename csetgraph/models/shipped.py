@@ -9,12 +9,12 @@ ship: the notebooks load a trained model from it without training one first.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from csetgraph.config import Config, config_from_dict, config_to_dict
+from csetgraph.files import atomic_path
 from csetgraph.models.build import build_model
 from csetgraph.models.cset import CSET
 
@@ -33,9 +33,8 @@ def save_shipped_model(model: CSET, cfg: Config, path: str | Path, command: str 
         "num_classes": str(model.neck.classifier.out_features),
         "command": command,
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
     return path
 
 

@@ -133,3 +133,17 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(overrides, tmp
         progress=False,
     )
     assert load_checkpoint(tmp_path / "nan")["epoch"] == 2
+
+
+def test_a_plain_w_prime_checkpoint_in_a_residual_model_names_the_switch():
+    from csetgraph.models import CSET, EncoderOptions, SEOptions, TripletOptions
+
+    def make(form):
+        enc = EncoderOptions(img_size=(64, 32), embed_dim=32, depth=2, num_heads=2)
+        se = SEOptions(direction="both", layers=(0,), ratio=0.25)
+        return CSET(5, encoder=enc, se=se, triplet=TripletOptions(head_form=form))
+
+    state = make("plain").state_dict()
+    with pytest.raises(CheckpointError, match=r"tri_heads\.vis\..*head_form=plain"):
+        load_model_state(make("residual"), state, "an old run")
+    load_model_state(make("plain"), state, "the same form")  # and the same form loads

@@ -176,6 +176,7 @@ def test_a_few_steps_lower_every_loss_term():
         (lambda: MHGAOptions(enabled=True, graph="knn"), "mhga.graph must be one of"),
         (lambda: TripletOptions(feature="bn"), "triplet.feature must be one of"),
         (lambda: TripletOptions(head_dropout=1.0), r"triplet.head_dropout must lie in \[0, 1\)"),
+        (lambda: TripletOptions(head_form="skip"), "triplet.head_form must be one of"),
     ],
 )
 def test_bad_options_are_errors_that_name_the_argument(build, pattern):
@@ -244,6 +245,24 @@ def test_with_se_the_head_rows_replace_or_join_the_image_rows(heads):
     # the clean rows are W' of the final-normed class tokens
     tokens = model.forward_features(vis, "vis")
     torch.testing.assert_close(out.head_feat[:4], model.tri_heads["vis"](tokens[:, 0]))
+
+
+@pytest.mark.parametrize("form", ["plain", "residual"])
+def test_w_prime_heads_by_hand(form):
+    """W' rows against Linear and the exact GELU written out, the class token added back for
+    the residual form."""
+    model = make(se=SE, triplet=TripletOptions(head_dropout=0.0, head_form=form)).eval()
+    vis, ir = pair()
+    out = model(vis, ir)
+    for i, m in enumerate(("vis", "ir")):
+        cls = model.forward_features((vis, ir)[i], m)[:, 0]  # (B, C), final-normed, clean
+        head = model.tri_heads[m]
+        linear = head.head[0] if form == "residual" else head[0]
+        z = cls @ linear.weight.T + linear.bias
+        ref = 0.5 * z * (1 + torch.erf(z / 2**0.5))
+        if form == "residual":
+            ref = ref + cls
+        torch.testing.assert_close(out.head_feat[4 * i : 4 * i + 4], ref)
 
 
 def test_head_dropout_is_its_own_switch():

@@ -4,6 +4,7 @@ import functools
 import importlib.util
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +148,25 @@ def test_ablate_writes_markdown_and_json(ablation):
 
 
 @pytest.mark.slow
+def test_reuse_reads_finished_runs_and_refuses_another_config(ablation, tmp_path, capsys):
+    out, _, overrides = ablation
+    copy = tmp_path / "ablation"
+    shutil.copytree(out, copy)
+    before = {p: p.stat().st_mtime_ns for p in copy.rglob("metrics.json")}
+    assert len(before) == 4
+    args = ["--no-progress", "--seeds", "2", "--rows", *ROWS, "--reuse", "--output-dir", str(copy)]
+    assert script_module("ablate.py").main([*args, *overrides]) == 0
+    assert {p: p.stat().st_mtime_ns for p in copy.rglob("metrics.json")} == before  # no training
+    old, new = (json.loads((d / "table.json").read_text())["rows"] for d in (out, copy))
+    assert new == old
+    # a finished run of another config is named, not silently read
+    capsys.readouterr()
+    assert script_module("ablate.py").main([*args, *overrides, "model.se.alpha=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run of another config" in err and "model.se.alpha" in err
+
+
+@pytest.mark.slow
 def test_sweep_writes_table_and_plots(tiny_config, tmp_path):
     overrides = tiny_config(tmp_path, "sweep", *ONE_STEP)
     run("sweep.py", "model.se.alpha=0.3,0.9", "--seeds", "2", "--no-progress", *overrides)
@@ -169,6 +189,7 @@ USER_ERRORS = [
         ["--rows", "baseline", "model.nonsense=1"],
         "unknown config key 'model.nonsense'",
     ),
+    ("ablate.py", ["--reuse", "--split", "val"], "--reuse reads the test results"),
     ("sweep.py", ["model.se.alpha"], "key=v1,v2"),
     ("sweep.py", ["model.se.alpha=0.1,0.2", "--reference", "0.5"], "not one of the values"),
 ]
