@@ -119,11 +119,103 @@ def markdown_table(summary: dict[str, dict], reference: str, confidence: float =
     return "\n".join(lines) + "\n" + note
 
 
-def write_tables(summary: dict, reference: str, out_dir: Path, title: str, extra: dict) -> Path:
-    """``table.md`` and ``table.json`` in ``out_dir``; returns the Markdown path."""
+#: The health table's columns: a mechanism of ``csetgraph inspect``'s verdicts, and the
+#: statistics of its cell (``metrics.json`` keys of ``mechanisms.last``; ``*`` matches layers).
+HEALTH_COLUMNS = (
+    ("SE", (("same-position ≤", "se/*/same_position", "max"), ("cos i2v", "se/i2v/class_cosine"),
+            ("cos v2i", "se/v2i/class_cosine"))),
+    ("CA", (("entropy", "ca/entropy"),)),
+    ("triplet", (("term", "triplet/loss"), ("active", "triplet/active"))),
+    ("triplet (W' heads)", (("term", "triplet_heads/loss"), ("d+", "triplet_heads/pos_dist"),
+                            ("d-", "triplet_heads/neg_dist"))),
+    ("MHGA", (("same", "mhga/same"), ("adjacent", "mhga/adjacent"), ("distant", "mhga/distant"))),
+)  # fmt: skip
+
+
+def _values(last: dict[str, float], pattern: str) -> list[float]:
+    head, _, tail = pattern.partition("*")
+    if not _:
+        return [last[pattern]] if pattern in last else []
+    return [v for k, v in last.items() if k.startswith(head) and k.endswith(tail)]
+
+
+def _span(values: list[float]) -> str:
+    lo, hi = f"{min(values):.3f}", f"{max(values):.3f}"
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def health_cells(sections: Sequence[dict]) -> dict[str, str]:
+    """Per mechanism, one table cell over a row's seeds: how many seeds gave each verdict,
+    then each statistic's range (``lo–hi``; a ``max`` statistic: the largest value).
+
+    Args:
+        sections: the ``mechanisms`` section of each seed's ``metrics.json``.
+
+    Returns:
+        ``{mechanism: cell}`` for the mechanisms present (in :data:`HEALTH_COLUMNS` order).
+    """
+    cells = {}
+    for mechanism, stats in HEALTH_COLUMNS:
+        levels = [
+            v["level"] for s in sections for v in s["verdicts"] if v["mechanism"] == mechanism
+        ]
+        if not levels:
+            continue
+        by_count = sorted(set(levels), key=lambda lv: (-levels.count(lv), lv))
+        parts = [", ".join(f"{lv} {levels.count(lv)}/{len(sections)}" for lv in by_count)]
+        for name, pattern, *how in stats:
+            values = [v for s in sections for v in _values(s["last"], pattern)]
+            if values:
+                parts.append(f"{name} {max(values):.3f}" if how else f"{name} {_span(values)}")
+        cells[mechanism] = "; ".join(parts)
+    return cells
+
+
+def health_markdown(health: dict[str, dict[str, str]]) -> str:
+    """The health table: a line per row, a column per mechanism (``—`` where it is absent)."""
+    names = [m for m, _ in HEALTH_COLUMNS]
+    lines = ["| configuration | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"]
+    for row, cells in health.items():
+        lines.append(f"| {row} | " + " | ".join(cells.get(m, "—") for m in names) + " |")
+    note = (
+        "\nVerdicts of `csetgraph inspect` per seed (seeds giving each); ranges over the seeds "
+        "of each run's last epoch (`metrics.json`, section `mechanisms`)."
+    )
+    return "\n".join(lines) + "\n" + note
+
+
+def run_health(out_dir: Path, rows: Sequence[str], seeds: Sequence[int]) -> dict:
+    """:func:`health_cells` of each row's runs in ``out_dir/<row>/seed<k>`` (runs without a
+    ``mechanisms`` section are left out)."""
+    health = {}
+    for row in rows:
+        sections = []
+        for seed in seeds:
+            metrics = Path(out_dir) / _slug(row) / f"seed{seed}" / "metrics.json"
+            section = json.loads(metrics.read_text()).get("mechanisms")
+            if section:
+                sections.append(section)
+        health[row] = health_cells(sections) if sections else {}
+    return health
+
+
+def write_tables(
+    summary: dict,
+    reference: str,
+    out_dir: Path,
+    title: str,
+    extra: dict,
+    health: dict | None = None,
+) -> Path:
+    """``table.md`` and ``table.json`` in ``out_dir`` (with ``health``: the health table too,
+    :func:`run_health`); returns the Markdown path."""
     md = f"{title}\n\n{markdown_table(summary, reference)}\n"
+    if health:
+        md += f"\nMechanism health:\n\n{health_markdown(health)}\n"
     write_atomic(out_dir / "table.md", md)
     payload = {"title": title, "reference": reference, **extra, "rows": summary}
+    if health:
+        payload["health"] = health
     write_atomic(out_dir / "table.json", json.dumps(payload, indent=2, allow_nan=True))
     return out_dir / "table.md"
 

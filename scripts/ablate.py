@@ -11,8 +11,10 @@ difference to the baseline with a 95% t-interval. Writes Markdown and JSON.
 Every row uses the same recipe, data and seeds; only the switches differ. ``--split val``
 trains on the training ids only and scores the validation ids (for tuning; the published
 numbers use the test ids). Results land in ``<train.output_dir>/ablation/`` (one run folder
-per row and seed, ``table.md``, ``table.json``). Positional ``key=value`` overrides may
-stand anywhere on the line.
+per row and seed, ``table.md``, ``table.json``), with a health table: each row's verdicts
+from ``csetgraph inspect`` and its mechanism statistics. ``--reuse`` reads the run folders
+that already hold a finished run of the same config (an interrupted table goes on where it
+stopped). Positional ``key=value`` overrides may stand anywhere on the line.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from csetgraph.config import load_config
 from csetgraph.errors import ConfigError, run_command
-from csetgraph.experiments import run_seeds, summarise, write_tables
+from csetgraph.experiments import run_health, run_seeds, summarise, write_tables
 from csetgraph.models.ablation import TABLE1, ablation_config
 
 REFERENCE = TABLE1[0][0]
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             f"seeds {seeds}, wall time {wall / 60:.1f} min"
         )
         extra = {"seeds": seeds, "split": args.split, "wall_seconds": wall, "overrides": overrides}
-        md = write_tables(summary, REFERENCE, out_dir, title, extra)
+        health = run_health(out_dir, rows, seeds)
+        md = write_tables(summary, REFERENCE, out_dir, title, extra, health)
         print(md.read_text())
         print(f"written to {md} and {out_dir / 'table.json'}")
         return 0

@@ -23,7 +23,14 @@ from pathlib import Path
 
 from csetgraph.config import load_config
 from csetgraph.errors import ConfigError, run_command
-from csetgraph.experiments import parse_sweep, plot_sweep, run_seeds, summarise, write_tables
+from csetgraph.experiments import (
+    parse_sweep,
+    plot_sweep,
+    run_health,
+    run_seeds,
+    summarise,
+    write_tables,
+)
 
 
 def split_values(text: str) -> tuple[str, list[str]]:
@@ -96,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             "split": args.split,
             "wall_seconds": wall,
         }
-        md = write_tables(summary, ref_row, out_dir, title, extra)
+        health = run_health(out_dir, list(configs), seeds)
+        md = write_tables(summary, ref_row, out_dir, title, extra, health)
         plots = plot_sweep(summary, key, values, out_dir)
         print(md.read_text())
         print(f"written to {md}, {out_dir / 'table.json'} and {len(plots)} plots")

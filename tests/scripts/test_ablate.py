@@ -14,7 +14,13 @@ import pytest
 from scipy import stats
 
 from csetgraph.errors import EXIT_USER_ERROR, ConfigError
-from csetgraph.experiments import parse_sweep, summarise, t_interval
+from csetgraph.experiments import (
+    health_cells,
+    health_markdown,
+    parse_sweep,
+    summarise,
+    t_interval,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 #: On top of the suite's tiny config: one step per run and one search mode, so a table of
@@ -135,6 +141,11 @@ def test_ablate_two_seeds_writes_intervals(ablation):
             assert got["diff_low"] == pytest.approx(d[0]) == got["diff_high"]
     md = (out / "table.md").read_text()
     assert "| SE both + CA + MHGA |" in md and "95% t-interval" in md and " [" in md
+    # the health table: every row, each verdict counted over the two seeds
+    assert set(table["health"]) == set(rows)
+    assert table["health"]["baseline"]["triplet"].split(";")[0].endswith("/2")
+    assert "SE" not in table["health"]["baseline"] and "SE" in table["health"][rows[1]]
+    assert "Mechanism health" in md
 
 
 @pytest.mark.slow
@@ -145,6 +156,36 @@ def test_ablate_writes_markdown_and_json(ablation):
     data = json.loads((out / "table.json").read_text())
     assert set(data["rows"]) == {"baseline", "SE both + CA + MHGA"}
     assert "all/rank1" in stdout
+
+
+def test_health_cells_count_verdicts_and_span_statistics():
+    def section(se, same0, same1, cos_i2v, term, active):
+        return {
+            "verdicts": [
+                {"mechanism": "SE", "level": se, "findings": []},
+                {"mechanism": "triplet", "level": "alive", "findings": []},
+            ],
+            "last": {
+                "se/block0/i2v/same_position": same0,
+                "se/block1/v2i/same_position": same1,
+                "se/i2v/class_cosine": cos_i2v,
+                "se/v2i/class_cosine": 0.95,
+                "triplet/loss": term,
+                "triplet/active": active,
+            },
+        }
+
+    cells = health_cells(
+        [section("weak", 0.25, 0.40, 0.981, 0.26, 0.99), section("alive", 0.3, 0.1, 0.97, 0.28, 1)]
+    )
+    assert cells == {
+        "SE": "alive 1/2, weak 1/2; same-position ≤ 0.400; cos i2v 0.970–0.981; cos v2i 0.950",
+        "triplet": "alive 2/2; term 0.260–0.280; active 0.990–1.000",
+    }
+    table = health_markdown({"baseline": {"triplet": "alive 1/1"}, "SE both": cells})
+    lines = table.splitlines()
+    assert lines[2] == "| baseline | — | — | alive 1/1 | — | — |"
+    assert lines[3].startswith("| SE both | alive 1/2, weak 1/2;") and lines[3].count(" — ") == 3
 
 
 @pytest.mark.slow
