@@ -275,7 +275,7 @@ def finished_results(cfg: Config) -> dict[str, float] | None:
         ConfigError: the folder holds a run of another config (the options named).
     """
     from csetgraph.config import load_config
-    from csetgraph.engine.run_guard import config_differences
+    from csetgraph.engine.run_guard import config_differences, format_differences
 
     run_dir = Path(cfg.train.output_dir) / cfg.train.run_name
     metrics = run_dir / "metrics.json"
@@ -283,9 +283,8 @@ def finished_results(cfg: Config) -> dict[str, float] | None:
         return None
     diff = config_differences(load_config(run_dir / "config.yaml"), cfg)
     if diff:
-        listed = "; ".join(f"{k}: run has {a!r}, asked {b!r}" for k, (a, b) in diff.items())
         raise ConfigError(
-            f"{run_dir} holds a finished run of another config ({listed}); "
+            f"{run_dir} holds a finished run of another config ({format_differences(diff)}); "
             "move it away, or drop --reuse to train it again under a new output folder"
         )
     results = json.loads(metrics.read_text())

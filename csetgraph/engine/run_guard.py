@@ -211,6 +211,11 @@ def config_differences(saved: Config, requested: Config) -> dict[str, list]:
     return {k: v for k, v in diff.items() if k not in IGNORED_ON_RESUME}
 
 
+def format_differences(diff: dict[str, list]) -> str:
+    """``"key: run has A, asked B; ..."`` for :func:`config_differences`' output."""
+    return "; ".join(f"{k}: run has {a!r}, asked {b!r}" for k, (a, b) in diff.items())
+
+
 def resume_config(saved: Config, requested: Config) -> tuple[Config, dict[str, list]]:
     """The effective config of a resumed run, and the safe changes ``{key: [old, new]}``.
 
@@ -224,7 +229,7 @@ def resume_config(saved: Config, requested: Config) -> tuple[Config, dict[str, l
     diff = config_differences(saved, requested)
     refused = {k: v for k, v in diff.items() if not _is_safe(k)}
     if refused:
-        listed = "; ".join(f"{k}: run has {a!r}, asked {b!r}" for k, (a, b) in refused.items())
+        listed = format_differences(refused)
         raise ConfigError(
             f"a resumed run keeps its own config, but these options differ: {listed}. "
             "Drop them from the command (the run's checkpoint holds its config), or start a "
