@@ -14,7 +14,9 @@ visible/infrared images of each validation identity (no augmentation, eval mode)
 * the entropy of the CA logits against the clean ones, and how often their arg-max agree;
 * for each triplet space (the neck input, the BatchNorm output, the ``W'`` rows) the
   batch-hard loss over the pairs, its active share and the mean hardest / all positive and
-  negative distances (squared Euclidean of L2-normalised rows, as eq. 9 is trained).
+  negative distances (squared Euclidean of L2-normalised rows, as eq. 9 is trained);
+* with residual ``W'`` heads, the norm and mean pairwise cosine of the class token and of
+  the head's branch, per modality.
 
     python benchmarks/mechanism_readings.py runs/<run> [key=value overrides] [--json out.json]
 
@@ -37,6 +39,7 @@ from csetgraph.data.records import load_image
 from csetgraph.engine.runs import eval_transform, load_run
 from csetgraph.errors import run_command
 from csetgraph.files import write_atomic
+from csetgraph.models.cset import ResidualHead
 from csetgraph.graph.similarity import select_exchange_edges, tanimoto
 
 READINGS = ("dot", "scaled", "layernorm", "cosine")
@@ -96,6 +99,33 @@ def triplet_space(feat: torch.Tensor, pids: torch.Tensor, mods: torch.Tensor) ->
     }
 
 
+def mean_cosine(x: torch.Tensor) -> float:
+    """Mean cosine over the distinct pairs of rows of ``x``."""
+    u = F.normalize(x.double(), dim=1)
+    n = len(u)
+    return float(((u @ u.T).sum() - n) / (n * (n - 1)))
+
+
+def residual_branches(model, last: dict) -> dict:
+    """Per modality, for residual ``W'`` heads on the clean class tokens ``x``: the norms of
+    ``x`` and of the branch ``h(x)``, and the mean pairwise cosine of each (a branch that
+    maps every image to one point has cosine 1)."""
+    res = {}
+    for m in ("vis", "ir"):
+        head = model.tri_heads[m]
+        if not isinstance(head, ResidualHead):
+            return {}
+        x = model.encoder(m).norm(last["clean"][m])[:, 0]  # (n, C)
+        h = head.head(x)
+        res[m] = {
+            "token_norm": float(x.norm(dim=1).mean()),
+            "branch_norm": float(h.norm(dim=1).mean()),
+            "token_cosine": mean_cosine(x),
+            "branch_cosine": mean_cosine(h),
+        }
+    return res
+
+
 def measure(run: str, overrides: list[str], pairs: int) -> dict:
     model, cfg = load_run(run, overrides=overrides)
     transform = eval_transform(model, cfg)
@@ -149,6 +179,7 @@ def measure(run: str, overrides: list[str], pairs: int) -> dict:
             res["triplet/heads"] = triplet_space(
                 out.head_feat, pp[out.head_rows], out.head_modality
             )
+            res["heads/residual_branch"] = residual_branches(model, last)
     return res
 
 

@@ -99,12 +99,13 @@ class CAConfig:
 @dataclass
 class TripletConfig:
     """What eq. 9 trains (docs/model.md); the paper's text is feature=neck, heads=replace,
-    head_dropout=0.5, head_form=plain."""
+    head_dropout=0.5, head_form=plain, head_norm=none."""
 
     feature: str = "neck"  # neck (before the BNNeck's BatchNorm) | retrieval (after it)
     heads: str = "add"  # with SE, the W' rows: replace the image rows | add a second term
     head_dropout: float = 0.0  # dropout at the end of each W' head
-    head_form: str = "residual"  # plain: W'(x), the paper's head | residual: x + W'(x)
+    head_form: str = "residual"  # plain: W'(x), the paper's | residual: x + W'(x) | identity: x
+    head_norm: str = "none"  # none: the paper's head | batch: a BatchNorm (no affine) after it
 
 
 @dataclass
@@ -145,6 +146,7 @@ class LossConfig:
     label_smoothing: float = 0.0
     distill_weight: float = 1.0  # gamma, cross-distillation (only with model.ca.enabled)
     ca_identity_weight: float = 1.0  # the CA logits' own identity loss (0: the paper's text)
+    distill_mutual: bool = True  # false: only the CA logits learn, from the clean ones
 
 
 @dataclass

@@ -15,4 +15,5 @@ def build_criterion(loss_cfg: LossConfig) -> CSETLoss:
         distill_weight=loss_cfg.distill_weight,
         normalize_triplet=loss_cfg.normalize_triplet,
         ca_identity_weight=loss_cfg.ca_identity_weight,
+        distill_mutual=loss_cfg.distill_mutual,
     )

@@ -46,6 +46,8 @@ class CSETLoss(nn.Module):
             :func:`~csetgraph.losses.triplet.cross_modal_triplet_loss` for why).
         ca_identity_weight: ``delta``, the CA logits' own identity loss (0: the paper's
             text, where the CA prediction is only distilled).
+        distill_mutual: the distillation pulls both predictions towards each other; ``False``:
+            only the CA logits learn, from the clean ones (which it leaves untouched).
 
     Returns:
         ``(total, terms)`` where ``terms`` maps ``"ce"``, ``"tri"`` (and ``"tri_heads"``,
@@ -62,6 +64,7 @@ class CSETLoss(nn.Module):
         distill_weight: float = 1.0,
         normalize_triplet: bool = True,
         ca_identity_weight: float = 0.0,
+        distill_mutual: bool = True,
     ) -> None:
         super().__init__()
         self.triplet_weight = triplet_weight
@@ -70,6 +73,7 @@ class CSETLoss(nn.Module):
         self.distill_weight = distill_weight
         self.normalize_triplet = normalize_triplet
         self.ca_identity_weight = ca_identity_weight
+        self.distill_mutual = distill_mutual
 
     def _triplet(self, feat, pids, modality):
         return cross_modal_triplet_loss(
@@ -94,7 +98,7 @@ class CSETLoss(nn.Module):
         terms = {"ce": ce.detach()}
         terms.update({name: loss.detach() for name, loss, _ in triplets})
         if out.ca_logits is not None:
-            cd = cross_distillation_loss(out.ca_logits, out.logits)
+            cd = cross_distillation_loss(out.ca_logits, out.logits, mutual=self.distill_mutual)
             total = total + self.distill_weight * cd
             terms["cd"] = cd.detach()
             if self.ca_identity_weight > 0:
@@ -112,5 +116,5 @@ class CSETLoss(nn.Module):
             f"triplet_weight={self.triplet_weight}, margin={self.margin}, "
             f"label_smoothing={self.label_smoothing}, distill_weight={self.distill_weight}, "
             f"normalize_triplet={self.normalize_triplet}, "
-            f"ca_identity_weight={self.ca_identity_weight}"
+            f"ca_identity_weight={self.ca_identity_weight}, distill_mutual={self.distill_mutual}"
         )

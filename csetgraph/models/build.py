@@ -64,6 +64,7 @@ def model_options(model_cfg: ModelConfig, img_size: tuple[int, int]) -> dict:
                 heads=m.triplet.heads,
                 head_dropout=m.triplet.head_dropout,
                 head_form=m.triplet.head_form,
+                head_norm=m.triplet.head_norm,
             ),
             ca=CAOptions(enabled=m.ca.enabled, heads=m.ca.heads, dropout=m.dropout),
             mhga=MHGAOptions(

@@ -33,7 +33,8 @@ MHGA_ADJACENCIES = ("sequence", "grid")
 TRIPLET_FEATURES = ("neck", "retrieval")
 #: With SE, the W' rows either replace the image rows in eq. 9 (the paper's text) or join them.
 TRIPLET_HEADS = ("replace", "add")
-TRIPLET_HEAD_FORMS = ("plain", "residual")
+TRIPLET_HEAD_FORMS = ("plain", "residual", "identity")
+TRIPLET_HEAD_NORMS = ("none", "batch")
 
 
 class OptionError(ValueError):
@@ -143,20 +144,26 @@ class TripletOptions:
         heads: with SE, the ``W'`` rows of the clean and mixed class tokens ``"replace"`` the
             image rows (the paper's text) or ``"add"`` a second triplet term beside them.
         head_dropout: dropout at the end of each ``W'`` head (the paper's 0.5 is literal).
-        head_form: ``"plain"`` (the paper's feed-forward head, ``W'(x)``) or ``"residual"``
-            (``x + W'(x)``, the class token kept beside the head's output).
+        head_form: ``"plain"`` (the paper's feed-forward head, ``W'(x)``), ``"residual"``
+            (``x + W'(x)``, the class token kept beside the head's output) or ``"identity"``
+            (no head: eq. 9 reads the clean and mixed class tokens themselves).
+        head_norm: ``"none"`` (the paper's head) or ``"batch"``: each head ends in a
+            BatchNorm without affine parameters, so its modality's rows are standardised per
+            dimension and the head cannot map every image to one point.
     """
 
     feature: str = "neck"
     heads: str = "replace"
     head_dropout: float = 0.5
     head_form: str = "plain"
+    head_norm: str = "none"
 
     def __post_init__(self) -> None:
         _choice("triplet", "feature", self.feature, TRIPLET_FEATURES)
         _choice("triplet", "heads", self.heads, TRIPLET_HEADS)
         _fraction("triplet", "head_dropout", self.head_dropout, closed=False)
         _choice("triplet", "head_form", self.head_form, TRIPLET_HEAD_FORMS)
+        _choice("triplet", "head_norm", self.head_norm, TRIPLET_HEAD_NORMS)
 
 
 @dataclass(frozen=True)

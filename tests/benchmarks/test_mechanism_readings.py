@@ -46,3 +46,15 @@ def test_triplet_space_matches_a_loop():
     assert math.isclose(got["active"], sum(h > 0 for h in hinge) / 8)
     assert math.isclose(got["hardest_pos"], sum(pos) / 8, rel_tol=1e-9)
     assert math.isclose(got["hardest_neg"], sum(neg) / 8, rel_tol=1e-9)
+
+
+def test_mean_cosine_matches_a_loop():
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    pairs = [
+        float(x[i] @ x[j] / (x[i].norm() * x[j].norm()))
+        for i in range(5)
+        for j in range(5)
+        if i != j
+    ]
+    assert abs(bench.mean_cosine(x) - sum(pairs) / len(pairs)) < 1e-6
+    assert abs(bench.mean_cosine(torch.ones(4, 3)) - 1.0) < 1e-9  # one point: cosine 1

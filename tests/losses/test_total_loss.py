@@ -68,3 +68,22 @@ def test_heads_alone_are_logged_as_tri_and_no_ca_identity_term_by_default():
     heads = loop_triplet(out.head_feat, pids[out.head_rows], out.head_modality, 0.3)
     assert set(terms) == {"ce", "tri", "cd", "total"}
     torch.testing.assert_close(terms["tri"], heads)
+
+
+def test_one_way_distillation_teaches_the_ca_logits_and_leaves_the_clean_ones():
+    """``distill_mutual=False``: the term is KL(clean || CA) alone, and its gradient reaches
+    the CA logits only (the clean logits' gradient is the cross-entropy's alone)."""
+    out = output()
+    out.logits.requires_grad_(True)
+    out.ca_logits.requires_grad_(True)
+    pids = torch.tensor([0, 0, 1, 2] * 2)
+    loss = CSETLoss(distill_weight=1.0, ca_identity_weight=0.0, distill_mutual=False)
+    total, terms = loss(out, pids)
+    torch.testing.assert_close(terms["cd"], loop_kl(out.ca_logits, out.logits).detach())
+    total.backward()
+    logits = out.logits.detach().requires_grad_(True)
+    F.cross_entropy(logits, pids).backward()
+    torch.testing.assert_close(out.logits.grad, logits.grad)
+    ca = out.ca_logits.detach().requires_grad_(True)
+    loop_kl(ca, out.logits.detach()).backward()
+    torch.testing.assert_close(out.ca_logits.grad, ca.grad)

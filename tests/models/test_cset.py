@@ -177,6 +177,7 @@ def test_a_few_steps_lower_every_loss_term():
         (lambda: TripletOptions(feature="bn"), "triplet.feature must be one of"),
         (lambda: TripletOptions(head_dropout=1.0), r"triplet.head_dropout must lie in \[0, 1\)"),
         (lambda: TripletOptions(head_form="skip"), "triplet.head_form must be one of"),
+        (lambda: TripletOptions(head_norm="layer"), "triplet.head_norm must be one of"),
     ],
 )
 def test_bad_options_are_errors_that_name_the_argument(build, pattern):
@@ -247,22 +248,46 @@ def test_with_se_the_head_rows_replace_or_join_the_image_rows(heads):
     torch.testing.assert_close(out.head_feat[:4], model.tri_heads["vis"](tokens[:, 0]))
 
 
-@pytest.mark.parametrize("form", ["plain", "residual"])
+@pytest.mark.parametrize("form", ["plain", "residual", "identity"])
 def test_w_prime_heads_by_hand(form):
     """W' rows against Linear and the exact GELU written out, the class token added back for
-    the residual form."""
+    the residual form, the class token alone for the identity form."""
     model = make(se=SE, triplet=TripletOptions(head_dropout=0.0, head_form=form)).eval()
     vis, ir = pair()
     out = model(vis, ir)
     for i, m in enumerate(("vis", "ir")):
         cls = model.forward_features((vis, ir)[i], m)[:, 0]  # (B, C), final-normed, clean
         head = model.tri_heads[m]
+        if form == "identity":
+            torch.testing.assert_close(out.head_feat[4 * i : 4 * i + 4], cls)
+            continue
         linear = head.head[0] if form == "residual" else head[0]
         z = cls @ linear.weight.T + linear.bias
         ref = 0.5 * z * (1 + torch.erf(z / 2**0.5))
         if form == "residual":
             ref = ref + cls
         torch.testing.assert_close(out.head_feat[4 * i : 4 * i + 4], ref)
+
+
+def test_w_prime_batch_norm_by_hand():
+    """``head_norm="batch"``: in training each call of a head (one modality, one stream) is
+    standardised per dimension with the batch's own mean and biased variance, no affine."""
+    triplet = TripletOptions(head_dropout=0.0, head_form="residual", head_norm="batch")
+    model = make(se=SE, triplet=triplet).train()
+    vis, ir = pair()
+    out = model(vis, ir, return_streams=True)
+    last = out.streams[max(out.streams)]  # the tokens after the last block
+    for s, stream in enumerate((last["clean"], last["mixed"])):
+        for i, m in enumerate(("vis", "ir")):
+            cls = model.encoder(m).norm(stream[m])[:, 0]  # (B, C)
+            linear = model.tri_heads[m][0].head[0]
+            z = cls @ linear.weight.T + linear.bias
+            y = cls + 0.5 * z * (1 + torch.erf(z / 2**0.5))
+            mean = y.mean(0)
+            var = ((y - mean) ** 2).mean(0)
+            ref = (y - mean) / torch.sqrt(var + 1e-5)
+            rows = out.head_feat[8 * s + 4 * i : 8 * s + 4 * i + 4]
+            torch.testing.assert_close(rows, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_head_dropout_is_its_own_switch():
