@@ -39,8 +39,8 @@ from csetgraph.data.records import load_image
 from csetgraph.engine.runs import eval_transform, load_run
 from csetgraph.errors import run_command
 from csetgraph.files import write_atomic
-from csetgraph.models.cset import ResidualHead
 from csetgraph.graph.similarity import select_exchange_edges, tanimoto
+from csetgraph.models.cset import ResidualHead
 
 READINGS = ("dot", "scaled", "layernorm", "cosine")
 ALPHAS = (0.1, 0.3, 0.7, 1.0)
