@@ -203,12 +203,41 @@ def _is_safe(key: str) -> bool:
     return any(key == s or (s.endswith(".") and key.startswith(s)) for s in SAFE_ON_RESUME)
 
 
+#: Options of a mechanism that nothing reads while the mechanism is off.
+_SE_OPTIONS = tuple(
+    f"model.se.{k}" for k in ("layers", "alpha", "ratio", "temperature", "similarity")
+)
+_HEAD_OPTIONS = tuple(
+    f"model.triplet.{k}" for k in ("heads", "head_dropout", "head_form", "head_norm")
+)
+_CA_OPTIONS = (
+    "model.ca.heads",
+    "loss.distill_weight",
+    "loss.distill_mutual",
+    "loss.ca_identity_weight",
+)
+
+
+def unused_options(cfg: Config) -> set[str]:
+    """The options ``cfg``'s model and loss never read: SE's and the ``W'`` heads' without SE,
+    CA's (its loss weights included) without CA."""
+    unused = set()
+    if cfg.model.se.direction == "none":
+        unused.update(_SE_OPTIONS + _HEAD_OPTIONS)
+    if cfg.model.se.direction == "none" or not cfg.model.ca.enabled:
+        unused.update(_CA_OPTIONS)
+    return unused
+
+
 def config_differences(saved: Config, requested: Config) -> dict[str, list]:
     """``{key: [saved value, requested value]}`` for every option that differs, ignoring
-    where a run is written (``train.output_dir``, ``train.run_name``, ...)."""
+    where a run is written (``train.output_dir``, ``train.run_name``, ...) and the options
+    that neither config reads (:func:`unused_options`: a baseline run is the same run
+    whatever CA's loss weights say)."""
     old, new = _flatten(config_to_dict(saved)), _flatten(config_to_dict(requested))
     diff = {k: [old.get(k), new[k]] for k in new if old.get(k) != new[k]}
-    return {k: v for k, v in diff.items() if k not in IGNORED_ON_RESUME}
+    ignored = set(IGNORED_ON_RESUME) | (unused_options(saved) & unused_options(requested))
+    return {k: v for k, v in diff.items() if k not in ignored}
 
 
 def format_differences(diff: dict[str, list]) -> str:
