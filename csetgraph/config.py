@@ -146,7 +146,7 @@ class LossConfig:
     label_smoothing: float = 0.0
     distill_weight: float = 1.0  # gamma, cross-distillation (only with model.ca.enabled)
     ca_identity_weight: float = 1.0  # the CA logits' own identity loss (0: the paper's text)
-    distill_mutual: bool = True  # false: only the CA logits learn, from the clean ones
+    distill_mutual: bool = False  # true: both ways | false: the clean logits teach the CA ones
 
 
 @dataclass

@@ -56,12 +56,14 @@ def test_unused_options_change_nothing_the_model_computes(tiny_overrides, row):
 
 
 def test_an_option_in_use_on_either_side_is_a_difference(tiny_overrides):
-    without_ca = load_config(None, [*tiny_overrides, "model.ca.enabled=false"])
-    with_ca = load_config(None, [*tiny_overrides, "loss.distill_mutual=false"])
-    diff = config_differences(without_ca, with_ca)
+    def cfg(*extra):
+        return load_config(None, [*tiny_overrides, *extra])
+
+    diff = config_differences(
+        cfg("model.ca.enabled=false", "loss.distill_mutual=true"), cfg("loss.distill_mutual=false")
+    )
     assert diff["loss.distill_mutual"] == [True, False]
     assert diff["model.ca.enabled"] == [False, True]
-    changed = load_config(None, [*tiny_overrides, "loss.distill_mutual=false"])
-    assert config_differences(changed, load_config(None, tiny_overrides)) == {
-        "loss.distill_mutual": [False, True]
-    }
+    assert config_differences(
+        cfg("loss.distill_mutual=true"), cfg("loss.distill_mutual=false")
+    ) == {"loss.distill_mutual": [True, False]}
