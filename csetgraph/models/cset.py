@@ -188,11 +188,12 @@ def triplet_head(dim: int, triplet: TripletOptions) -> nn.Module:
     """One ``W'`` head: the feed-forward head, plain, beside its input or absent
     (``head_form``), standardised by a BatchNorm without affine parameters with
     ``head_norm="batch"``."""
-    head = feed_forward_head(dim, triplet.head_dropout)
-    if triplet.head_form == "residual":
-        head = ResidualHead(head)
-    elif triplet.head_form == "identity":
-        head = nn.Identity()
+    if triplet.head_form == "identity":
+        head: nn.Module = nn.Identity()
+    else:
+        head = feed_forward_head(dim, triplet.head_dropout)
+        if triplet.head_form == "residual":
+            head = ResidualHead(head)
     if triplet.head_norm == "batch":
         head = nn.Sequential(head, nn.BatchNorm1d(dim, affine=False))
     return head
