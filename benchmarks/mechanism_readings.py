@@ -106,17 +106,15 @@ def mean_cosine(x: torch.Tensor) -> float:
     return float(((u @ u.T).sum() - n) / (n * (n - 1)))
 
 
-def residual_branches(model, last: dict) -> dict:
-    """Per modality, for residual ``W'`` heads on the clean class tokens ``x``: the norms of
-    ``x`` and of the branch ``h(x)``, and the mean pairwise cosine of each (a branch that
-    maps every image to one point has cosine 1)."""
+def residual_branches(heads, cls: dict[str, torch.Tensor]) -> dict:
+    """Per modality, for residual ``W'`` ``heads`` on the clean class tokens ``cls[m]``: the
+    norms of the token ``x`` and of the branch ``h(x)``, and the mean pairwise cosine of each
+    (a branch that maps every image to one point has cosine 1); ``{}`` for other heads."""
+    if not all(isinstance(heads[m], ResidualHead) for m in cls):
+        return {}
     res = {}
-    for m in ("vis", "ir"):
-        head = model.tri_heads[m]
-        if not isinstance(head, ResidualHead):
-            return {}
-        x = model.encoder(m).norm(last["clean"][m])[:, 0]  # (n, C)
-        h = head.head(x)
+    for m, x in cls.items():
+        h = heads[m].head(x)
         res[m] = {
             "token_norm": float(x.norm(dim=1).mean()),
             "branch_norm": float(h.norm(dim=1).mean()),
@@ -156,11 +154,11 @@ def measure(run: str, overrides: list[str], pairs: int) -> dict:
                     entry["token_norm"] = float(clean[recv][:, 1:].norm(dim=-1).mean())
                 res[f"se/block{k}/{name}"] = entry
         last = out.streams[max(out.streams)]
+        cls = {m: model.encoder(m).norm(last["clean"][m])[:, 0] for m in ("vis", "ir")}  # (n, C)
         if last["mixed"] is not None:
             for m in ("vis", "ir"):
-                norm = model.encoder(m).norm
-                c, x = norm(last["clean"][m])[:, 0], norm(last["mixed"][m])[:, 0]
-                res[f"class_token_cosine/{m}"] = float(F.cosine_similarity(c, x).mean())
+                x = model.encoder(m).norm(last["mixed"][m])[:, 0]
+                res[f"class_token_cosine/{m}"] = float(F.cosine_similarity(cls[m], x).mean())
         if out.ca_logits is not None:
             ent = [-(p * p.clamp_min(1e-12).log()).sum(1).mean() for p in
                    (out.ca_logits.softmax(1), out.logits.softmax(1))]  # fmt: skip
@@ -179,7 +177,7 @@ def measure(run: str, overrides: list[str], pairs: int) -> dict:
             res["triplet/heads"] = triplet_space(
                 out.head_feat, pp[out.head_rows], out.head_modality
             )
-            res["heads/residual_branch"] = residual_branches(model, last)
+            res["heads/residual_branch"] = residual_branches(model.tri_heads, cls)
     return res
 
 
