@@ -145,7 +145,7 @@ class LossConfig:
     normalize_triplet: bool = True  # eq. 9 on L2-normalised features (False: raw features)
     label_smoothing: float = 0.0
     distill_weight: float = 1.0  # gamma, cross-distillation (only with model.ca.enabled)
-    ca_identity_weight: float = 1.0  # the CA logits' own identity loss (0: the paper's text)
+    ca_identity_weight: float = 0.3  # the CA logits' own identity loss (0: the paper's text)
     distill_mutual: bool = False  # true: both ways | false: the clean logits teach the CA ones
 
 
