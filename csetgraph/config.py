@@ -83,7 +83,7 @@ class SEConfig:
     # exchange after these blocks: every block but the last, as the paper's recipes do
     layers: list[int] = field(default_factory=lambda: [0, 1, 2])
     alpha: float = 0.7
-    ratio: float = 0.25  # fraction of each image's patches that receive a partner's feature
+    ratio: float = 0.375  # fraction of each image's patches that receive a partner's feature
     temperature: float = 1.0
     # eq. 1's product: dot (raw tokens, the paper as written) | scaled (1/sqrt(d)) | cosine
     # (L2-normalised tokens; docs/model.md: on raw tokens A picks the receiver's own position)
