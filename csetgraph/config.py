@@ -106,6 +106,7 @@ class TripletConfig:
     head_dropout: float = 0.0  # dropout at the end of each W' head
     head_form: str = "residual"  # plain: W'(x), the paper's | residual: x + W'(x) | identity: x
     head_norm: str = "none"  # none: the paper's head | batch: a BatchNorm (no affine) after it
+    head_identity: bool = False  # the W' rows' own identity loss (loss.head_identity_weight)
 
 
 @dataclass
@@ -146,6 +147,7 @@ class LossConfig:
     label_smoothing: float = 0.0
     distill_weight: float = 1.0  # gamma, cross-distillation (only with model.ca.enabled)
     ca_identity_weight: float = 0.3  # the CA logits' own identity loss (0: the paper's text)
+    head_identity_weight: float = 0.3  # the W' identity loss (model.triplet.head_identity)
     distill_mutual: bool = False  # true: both ways | false: the clean logits teach the CA ones
 
 

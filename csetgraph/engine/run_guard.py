@@ -208,7 +208,8 @@ _SE_OPTIONS = tuple(
     f"model.se.{k}" for k in ("layers", "alpha", "ratio", "temperature", "similarity")
 )
 _HEAD_OPTIONS = tuple(
-    f"model.triplet.{k}" for k in ("heads", "head_dropout", "head_form", "head_norm")
+    f"model.triplet.{k}"
+    for k in ("heads", "head_dropout", "head_form", "head_norm", "head_identity")
 )
 _CA_OPTIONS = (
     "model.ca.heads",
@@ -220,12 +221,14 @@ _CA_OPTIONS = (
 
 def unused_options(cfg: Config) -> set[str]:
     """The options ``cfg``'s model and loss never read: SE's and the ``W'`` heads' without SE,
-    CA's (its loss weights included) without CA."""
+    CA's (its loss weights included) without CA, the ``W'`` identity weight without that loss."""
     unused = set()
     if cfg.model.se.direction == "none":
         unused.update(_SE_OPTIONS + _HEAD_OPTIONS)
     if cfg.model.se.direction == "none" or not cfg.model.ca.enabled:
         unused.update(_CA_OPTIONS)
+    if cfg.model.se.direction == "none" or not cfg.model.triplet.head_identity:
+        unused.add("loss.head_identity_weight")
     return unused
 
 

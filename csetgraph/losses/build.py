@@ -16,4 +16,5 @@ def build_criterion(loss_cfg: LossConfig) -> CSETLoss:
         normalize_triplet=loss_cfg.normalize_triplet,
         ca_identity_weight=loss_cfg.ca_identity_weight,
         distill_mutual=loss_cfg.distill_mutual,
+        head_identity_weight=loss_cfg.head_identity_weight,
     )

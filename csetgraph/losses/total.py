@@ -30,11 +30,12 @@ class CSETLoss(nn.Module):
     term when present (the log's ``tri`` is the image rows' term, or the heads' when they
     replace the image rows; ``tri_heads`` the heads' term when both are present); and, when
     ``ca_logits`` is not ``None``, the cross-distillation towards ``logits`` (``cd``) and
-    with ``ca_identity_weight > 0`` the CA logits' own identity loss (``ca_ce``).
+    with ``ca_identity_weight > 0`` the CA logits' own identity loss (``ca_ce``); when
+    ``head_logits`` is not ``None``, the ``W'`` rows' identity loss (``head_ce``).
 
     .. math::
         L = L_{CE} + \beta (L_{tri}^{img} + L_{tri}^{W'}) + \gamma L_{cd}
-            + \delta L_{CE}^{CA}
+            + \delta L_{CE}^{CA} + \epsilon L_{CE}^{W'}
 
     Args:
         triplet_weight: ``beta`` of eq. 10 (each triplet term gets it).
@@ -48,10 +49,12 @@ class CSETLoss(nn.Module):
             text, where the CA prediction is only distilled).
         distill_mutual: the distillation pulls both predictions towards each other; ``False``:
             only the CA logits learn, from the clean ones (which it leaves untouched).
+        head_identity_weight: ``epsilon``, the identity loss of the ``W'`` rows' logits
+            (clean and mixed class tokens; read only when the model outputs them).
 
     Returns:
         ``(total, terms)`` where ``terms`` maps ``"ce"``, ``"tri"`` (and ``"tri_heads"``,
-        ``"cd"``, ``"ca_ce"``) and ``"total"`` to detached scalars for logging; with
+        ``"cd"``, ``"ca_ce"``, ``"head_ce"``) and ``"total"`` to detached scalars for logging; with
         ``return_stats=True`` ``(total, terms, stats)``, ``stats`` a :class:`LossStats` of
         detached device tensors.
     """
@@ -65,6 +68,7 @@ class CSETLoss(nn.Module):
         normalize_triplet: bool = True,
         ca_identity_weight: float = 0.0,
         distill_mutual: bool = True,
+        head_identity_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.triplet_weight = triplet_weight
@@ -74,6 +78,7 @@ class CSETLoss(nn.Module):
         self.normalize_triplet = normalize_triplet
         self.ca_identity_weight = ca_identity_weight
         self.distill_mutual = distill_mutual
+        self.head_identity_weight = head_identity_weight
 
     def _triplet(self, feat, pids, modality):
         return cross_modal_triplet_loss(
@@ -105,6 +110,10 @@ class CSETLoss(nn.Module):
                 ca_ce = identity_loss(out.ca_logits, pids, self.label_smoothing)
                 total = total + self.ca_identity_weight * ca_ce
                 terms["ca_ce"] = ca_ce.detach()
+        if out.head_logits is not None and self.head_identity_weight > 0:
+            head_ce = identity_loss(out.head_logits, pids[out.head_rows], self.label_smoothing)
+            total = total + self.head_identity_weight * head_ce
+            terms["head_ce"] = head_ce.detach()
         terms["total"] = total.detach()
         if return_stats:
             head = triplets[1][2] if len(triplets) == 2 else None
@@ -116,5 +125,6 @@ class CSETLoss(nn.Module):
             f"triplet_weight={self.triplet_weight}, margin={self.margin}, "
             f"label_smoothing={self.label_smoothing}, distill_weight={self.distill_weight}, "
             f"normalize_triplet={self.normalize_triplet}, "
-            f"ca_identity_weight={self.ca_identity_weight}, distill_mutual={self.distill_mutual}"
+            f"ca_identity_weight={self.ca_identity_weight}, distill_mutual={self.distill_mutual}, "
+            f"head_identity_weight={self.head_identity_weight}"
         )

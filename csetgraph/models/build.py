@@ -65,6 +65,7 @@ def model_options(model_cfg: ModelConfig, img_size: tuple[int, int]) -> dict:
                 head_dropout=m.triplet.head_dropout,
                 head_form=m.triplet.head_form,
                 head_norm=m.triplet.head_norm,
+                head_identity=m.triplet.head_identity,
             ),
             ca=CAOptions(enabled=m.ca.enabled, heads=m.ca.heads, dropout=m.dropout),
             mhga=MHGAOptions(

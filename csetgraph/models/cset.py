@@ -100,6 +100,8 @@ class CSETOutput:
             tokens through ``W'``; else ``None``.
         head_modality: ``(4B,)`` modality code of each ``head_feat`` row, or ``None``.
         head_rows: ``(4B,)`` the ``feat`` row (image, hence pid) of each ``head_feat`` row.
+        head_logits: with ``triplet.head_identity``, ``(4B, classes)`` identity logits of the
+            ``head_feat`` rows, else ``None``.
         ca_logits: with CA, ``(2B, classes)`` logits of the attended mixed query, else ``None``
             (distilled towards ``logits``).
         se_info: one ``{"i2v": ExchangeEdges | None, "v2i": ...}`` per SE layer, in order.
@@ -117,6 +119,7 @@ class CSETOutput:
     head_feat: torch.Tensor | None = None
     head_modality: torch.Tensor | None = None
     head_rows: torch.Tensor | None = None
+    head_logits: torch.Tensor | None = None
     ca_logits: torch.Tensor | None = None
     se_info: list = field(default_factory=list)
     streams: dict | None = None
@@ -458,13 +461,17 @@ class CSET(nn.Module):
             )
 
     def _build_heads(self, num_classes: int, triplet: TripletOptions, ca: CAOptions) -> None:
-        """W' heads (triplet space, with a mixed stream) and the CA branch (W heads + neck)."""
+        """W' heads (triplet space, with a mixed stream; with ``head_identity`` a neck that
+        classifies their rows) and the CA branch (W heads + neck)."""
         dim = self.vis_encoder.embed_dim
         self.triplet = triplet
         self.tri_heads = (
             nn.ModuleDict({m: triplet_head(dim, triplet) for m in MODALITIES})
             if self.se_layers
             else None
+        )
+        self.head_neck = (
+            BNNeck(dim, num_classes) if self.se_layers and triplet.head_identity else None
         )
         self.ca_enabled = ca.enabled
         if ca.enabled:
@@ -613,6 +620,9 @@ class CSET(nn.Module):
         heads = self._head_rows(state)
         if heads is not None and self.triplet.heads == "replace":
             image_rows = None  # the paper's text: with SE, eq. 9 reads the W' heads only
+        head_logits = None
+        if self.head_neck is not None:
+            _, head_logits = self.head_neck(heads)  # (4B, classes)
         ca_logits = self._cross_attention(state) if self.ca_enabled else None
         return CSETOutput(
             feat=feat,
@@ -623,6 +633,7 @@ class CSET(nn.Module):
             head_feat=heads,
             head_modality=None if heads is None else modality.repeat(2),
             head_rows=None if heads is None else torch.arange(2 * B, device=feat.device).repeat(2),
+            head_logits=head_logits,
             ca_logits=ca_logits,
             se_info=state.se_info,
             streams=state.streams,

@@ -150,6 +150,9 @@ class TripletOptions:
         head_norm: ``"none"`` (the paper's head) or ``"batch"``: each head ends in a
             BatchNorm without affine parameters, so its modality's rows are standardised per
             dimension and the head cannot map every image to one point.
+        head_identity: the ``W'`` rows also get identity logits (a BNNeck of their own), so
+            the mixed streams' class tokens are trained by an identity loss (off: the paper's
+            text, where only eq. 9 reads them).
     """
 
     feature: str = "neck"
@@ -157,6 +160,7 @@ class TripletOptions:
     head_dropout: float = 0.5
     head_form: str = "plain"
     head_norm: str = "none"
+    head_identity: bool = False
 
     def __post_init__(self) -> None:
         _choice("triplet", "feature", self.feature, TRIPLET_FEATURES)

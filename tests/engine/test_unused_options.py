@@ -21,10 +21,12 @@ CHANGED = [
     "model.triplet.head_dropout=0.5",
     "model.triplet.head_form=plain",
     "model.triplet.head_norm=batch",
+    "model.triplet.head_identity=true",
     "model.ca.heads=4",
     "loss.distill_weight=0.3",
     "loss.distill_mutual=false",
     "loss.ca_identity_weight=0.0",
+    "loss.head_identity_weight=1.0",
 ]
 
 

@@ -87,3 +87,25 @@ def test_one_way_distillation_teaches_the_ca_logits_and_leaves_the_clean_ones():
     ca = out.ca_logits.detach().requires_grad_(True)
     loop_kl(ca, out.logits.detach()).backward()
     torch.testing.assert_close(out.ca_logits.grad, ca.grad)
+
+
+def test_head_logits_get_their_own_identity_loss_with_each_row_labelled_by_its_image():
+    """``head_ce``: the ``W'`` rows (clean vis, clean ir, mixed vis, mixed ir) take the pid of
+    the image they come from; the reference labels each row by hand, then one CE per row."""
+    out = output(with_ca=False)
+    B, classes = 4, 3
+    g = torch.Generator().manual_seed(1)
+    out.head_logits = torch.randn(4 * B, classes, generator=g, dtype=torch.float64)
+    pids = torch.tensor([0, 0, 1, 2] * 2)
+    eps = 0.4
+    total, terms = CSETLoss(head_identity_weight=eps)(out, pids)
+    labels = [pids[r % (2 * B)] for r in range(4 * B)]  # row r is image r mod 2B
+    rows = [
+        -out.head_logits[r].log_softmax(0)[labels[r]] for r in range(4 * B)
+    ]  # one CE per row
+    head_ce = torch.stack(rows).mean()
+    torch.testing.assert_close(terms["head_ce"], head_ce)
+    rest = terms["ce"] + 0.7 * (terms["tri"] + terms["tri_heads"])
+    torch.testing.assert_close(total, rest + eps * head_ce)
+    _, no_weight = CSETLoss(head_identity_weight=0.0)(out, pids)
+    assert "head_ce" not in no_weight

@@ -290,6 +290,27 @@ def test_w_prime_batch_norm_by_hand():
             torch.testing.assert_close(rows, ref, rtol=1e-4, atol=1e-4)
 
 
+def test_w_prime_identity_logits_by_hand():
+    """``head_identity``: one BNNeck over the ``4B`` W' rows, in eval mode its BatchNorm is
+    the running statistics' affine map, then the bias-free classifier; it adds exactly that
+    neck's parameters, and without the switch there are no such logits."""
+    triplet = TripletOptions(head_dropout=0.0, head_form="residual")
+    plain = make(se=SE, triplet=triplet)
+    model = make(se=SE, triplet=TripletOptions(**{**vars(triplet), "head_identity": True}))
+    assert n_params(model) - n_params(plain) == 2 * C + C * CLASSES
+    model.eval()
+    with torch.no_grad():
+        model.head_neck.bn.running_mean.uniform_(-1, 1)
+        model.head_neck.bn.running_var.uniform_(0.5, 2)
+    out = model(*pair())
+    bn = model.head_neck.bn
+    x = (out.head_feat - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)
+    ref = (x * bn.weight + bn.bias) @ model.head_neck.classifier.weight.T
+    assert out.head_logits.shape == (16, CLASSES)
+    torch.testing.assert_close(out.head_logits, ref)
+    assert plain.eval()(*pair()).head_logits is None
+
+
 def test_head_dropout_is_its_own_switch():
     vis, ir = pair()
     for dropout, same in ((0.0, True), (0.5, False)):
