@@ -100,9 +100,7 @@ def test_head_logits_get_their_own_identity_loss_with_each_row_labelled_by_its_i
     eps = 0.4
     total, terms = CSETLoss(head_identity_weight=eps)(out, pids)
     labels = [pids[r % (2 * B)] for r in range(4 * B)]  # row r is image r mod 2B
-    rows = [
-        -out.head_logits[r].log_softmax(0)[labels[r]] for r in range(4 * B)
-    ]  # one CE per row
+    rows = [-out.head_logits[r].log_softmax(0)[labels[r]] for r in range(4 * B)]  # one CE per row
     head_ce = torch.stack(rows).mean()
     torch.testing.assert_close(terms["head_ce"], head_ce)
     rest = terms["ce"] + 0.7 * (terms["tri"] + terms["tri_heads"])
