@@ -403,6 +403,8 @@ RANGES: dict[str, Range] = {
     "loss.margin": _NONNEG,
     "loss.label_smoothing": Range(0, 1, high_open=True),
     "loss.distill_weight": _NONNEG,
+    "loss.ca_identity_weight": _NONNEG,
+    "loss.head_identity_weight": _POSITIVE,  # 0 would leave the W' classifier untrained
     "train.epochs": _COUNT,
     "train.lr": _POSITIVE,
     "train.weight_decay": _NONNEG,

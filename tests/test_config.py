@@ -115,6 +115,11 @@ OUT_OF_RANGE = [
     ("model.dropout=1", "model.dropout=1.0 is out of range: it must be >= 0 and < 1"),
     ("model.se.ratio=0", "model.se.ratio=0.0 is out of range: it must be > 0 and <= 1"),
     ("loss.margin=-0.1", "loss.margin=-0.1 is out of range: it must be >= 0"),
+    ("loss.ca_identity_weight=-1", "loss.ca_identity_weight=-1.0 is out of range: it must be >= 0"),
+    (
+        "loss.head_identity_weight=0",
+        "loss.head_identity_weight=0.0 is out of range: it must be > 0",
+    ),
     ("train.log_every=0", "train.log_every=0 is out of range: it must be >= 1"),
 ]
 
