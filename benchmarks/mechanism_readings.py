@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """What SE, CA and the triplet spaces of a trained run do on validation pairs, per reading.
 
-The numbers behind docs/model.md. For a run folder (any configuration), on ``--pairs`` aligned
-visible/infrared images of each validation identity (no augmentation, eval mode):
+The numbers behind docs/model.md. For a run folder (any configuration), on visible/infrared
+pairs of the validation identities (no augmentation, eval mode; ``--pairing``, below):
 
 * per SE layer and direction, the model's own statistics (tokens per image, mean diagonal of
   ``A``, same-position share, mean score), and, recomputed on the clean tokens entering the
@@ -10,7 +10,8 @@ visible/infrared images of each validation identity (no augmentation, eval mode)
   parameter-free LayerNorm then ``1/sqrt(d)``, ``cosine``) and α in 0.1, 0.3, 0.7, 1: the
   diagonal of ``A``, the same-position share of the selected edges and the share of edges
   that differ from the Jaccard term alone;
-* the cosine between the mixed and the clean class token after the last block;
+* the cosine between the mixed and the clean class token after the last block, over all
+  pairs and per (visible camera, infrared camera);
 * the entropy of the CA logits against the clean ones, and how often their arg-max agree;
 * for each triplet space (the neck input, the BatchNorm output, the ``W'`` rows) the
   batch-hard loss over the pairs, its active share and the mean hardest / all positive and
@@ -19,6 +20,13 @@ visible/infrared images of each validation identity (no augmentation, eval mode)
   the head's branch, per modality.
 
     python benchmarks/mechanism_readings.py runs/<run> [key=value overrides] [--json out.json]
+
+``--pairing cameras`` (the default) pairs every visible camera with every infrared camera,
+one pair per camera pair and identity (SYSU-MM01 layout: 4 x 2 = 8 pairs), as the training
+sampler's draws do over an epoch; ``--pairing aligned`` takes the first ``--pairs`` images
+of each modality, which all come from its first camera (visible camera 1, infrared camera 3),
+the pairs the numbers of docs/model.md measured before 5 Dec 2026. The statistics depend on
+the camera pair: the exchange moves the class tokens least between cameras 1 and 3.
 
 Overrides apply to the run's config (a run trained before a switch existed needs the
 switch's literal value, e.g. ``model.se.similarity=dot``).
@@ -124,23 +132,50 @@ def residual_branches(heads, cls: dict[str, torch.Tensor]) -> dict:
     return res
 
 
-def measure(run: str, overrides: list[str], pairs: int) -> dict:
+def pair_records(records: dict[str, list], pairing: str, pairs: int) -> list[tuple]:
+    """Visible/infrared ``(vis, ir)`` record pairs of the identities both modalities hold.
+
+    ``aligned``: per identity, the ``i``-th record of each modality for ``i < pairs`` (in
+    file order, hence the first camera of each). ``cameras``: per identity, one pair for each
+    (visible camera, infrared camera), the ``c``-th of those pairs taking the
+    ``c mod n``-th image of each camera (``n`` the camera's image count).
+    """
+    by = {m: {} for m in ("vis", "ir")}
+    for m in by:
+        for r in records[m]:
+            by[m].setdefault(r.pid, {}).setdefault(r.camid, []).append(r)
+    out = []
+    for pid in sorted(set(by["vis"]) & set(by["ir"])):
+        if pairing == "aligned":
+            flat = {m: [r for r in records[m] if r.pid == pid][:pairs] for m in by}
+            out += list(zip(flat["vis"], flat["ir"], strict=False))  # the shorter decides
+            continue
+        combos = [(a, b) for a in sorted(by["vis"][pid]) for b in sorted(by["ir"][pid])]
+        for c, (a, b) in enumerate(combos):
+            va, ib = by["vis"][pid][a], by["ir"][pid][b]
+            out.append((va[c % len(va)], ib[c % len(ib)]))
+    return out
+
+
+def group_means(values: torch.Tensor, keys: list[tuple[int, int]]) -> dict[str, float]:
+    """Mean of ``values`` per ``(visible camera, infrared camera)`` key, as ``"a-b"``."""
+    groups: dict[str, list[float]] = {}
+    for v, (a, b) in zip(values.tolist(), keys, strict=True):
+        groups.setdefault(f"{a}-{b}", []).append(v)
+    return {k: sum(g) / len(g) for k, g in sorted(groups.items())}
+
+
+def measure(run: str, overrides: list[str], pairs: int, pairing: str = "cameras") -> dict:
     model, cfg = load_run(run, overrides=overrides)
     transform = eval_transform(model, cfg)
     records = get_dataset(cfg.data.dataset).all_records(cfg.data.root, "val", cfg.data.trial)
-    by = {m: {} for m in records}
-    for m, recs in records.items():
-        for r in recs:
-            by[m].setdefault(r.pid, []).append(r)
-    pids = sorted(set(by["vis"]) & set(by["ir"]))
+    chosen = pair_records(records, pairing, pairs)
     images = {
-        m: torch.stack(
-            [transform(load_image(by[m][p][i].path)) for p in pids for i in range(pairs)]
-        )
-        for m in ("vis", "ir")
+        m: torch.stack([transform(load_image(pair[k].path)) for pair in chosen])
+        for k, m in enumerate(("vis", "ir"))
     }
-    pid = torch.tensor([p for p in pids for _ in range(pairs)])
-    res: dict = {"pairs": len(pid), "identities": len(pids)}
+    pid = torch.tensor([v.pid for v, _ in chosen])
+    res: dict = {"pairs": len(pid), "identities": len(set(pid.tolist())), "pairing": pairing}
     with torch.no_grad():
         out = model(images["vis"], images["ir"], return_streams=True)
         for k, info in zip(model.se_layers, out.se_info, strict=True):
@@ -156,9 +191,12 @@ def measure(run: str, overrides: list[str], pairs: int) -> dict:
         last = out.streams[max(out.streams)]
         cls = {m: model.encoder(m).norm(last["clean"][m])[:, 0] for m in ("vis", "ir")}  # (n, C)
         if last["mixed"] is not None:
+            cams = [(v.camid, i.camid) for v, i in chosen]
             for m in ("vis", "ir"):
                 x = model.encoder(m).norm(last["mixed"][m])[:, 0]
-                res[f"class_token_cosine/{m}"] = float(F.cosine_similarity(cls[m], x).mean())
+                cos = F.cosine_similarity(cls[m], x)  # (n,)
+                res[f"class_token_cosine/{m}"] = float(cos.mean())
+                res[f"class_token_cosine_by_cameras/{m}"] = group_means(cos, cams)
         if out.ca_logits is not None:
             ent = [-(p * p.clamp_min(1e-12).log()).sum(1).mean() for p in
                    (out.ca_logits.softmax(1), out.logits.softmax(1))]  # fmt: skip
@@ -185,14 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("run")
     p.add_argument("overrides", nargs="*")
-    p.add_argument("--pairs", type=int, default=2, help="pairs per validation identity")
+    p.add_argument(
+        "--pairing",
+        choices=("cameras", "aligned"),
+        default="cameras",
+        help="one pair per camera pair and identity, or the first --pairs images (see above)",
+    )
+    p.add_argument("--pairs", type=int, default=2, help="aligned pairs per validation identity")
     p.add_argument("--json", default="")
     p.add_argument("--debug", action="store_true")
     args = p.parse_intermixed_args(argv)
 
     def body() -> int:
         torch.manual_seed(0)
-        res = measure(args.run, args.overrides, args.pairs)
+        res = measure(args.run, args.overrides, args.pairs, args.pairing)
         text = json.dumps(res, indent=1)
         print(text)
         if args.json:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from csetgraph.data.records import Record
 from csetgraph.graph.similarity import intra_similarity
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,3 +59,40 @@ def test_mean_cosine_matches_a_loop():
     ]
     assert abs(bench.mean_cosine(x) - sum(pairs) / len(pairs)) < 1e-6
     assert abs(bench.mean_cosine(torch.ones(4, 3)) - 1.0) < 1e-9  # one point: cosine 1
+
+
+def _records() -> dict[str, list[Record]]:
+    """Two identities: visible cameras 1 and 2 (2 and 1 images), infrared camera 3 (3 images);
+    identity 9 has no infrared image. Paths name ``modality/pid/cam/number``."""
+    vis = [(7, 1, 0), (7, 1, 1), (7, 2, 0), (5, 1, 0), (5, 2, 0), (9, 1, 0)]
+    ir = [(7, 3, 0), (7, 3, 1), (7, 3, 2), (5, 3, 0)]
+    return {
+        m: [Record(f"{m}/{p}/{c}/{k}", p, c, m) for p, c, k in rows]
+        for m, rows in (("vis", vis), ("ir", ir))
+    }
+
+
+def test_camera_pairing_takes_every_camera_pair_once_per_identity():
+    got = [(v.path, i.path) for v, i in bench.pair_records(_records(), "cameras", 2)]
+    # written out by hand: identity 5 first (sorted), camera pairs (1, 3) then (2, 3); the
+    # c-th pair takes image c mod n of each camera
+    assert got == [
+        ("vis/5/1/0", "ir/5/3/0"),
+        ("vis/5/2/0", "ir/5/3/0"),
+        ("vis/7/1/0", "ir/7/3/0"),
+        ("vis/7/2/0", "ir/7/3/1"),
+    ]
+
+
+def test_aligned_pairing_takes_the_first_images_in_file_order():
+    got = [(v.path, i.path) for v, i in bench.pair_records(_records(), "aligned", 2)]
+    assert got == [
+        ("vis/5/1/0", "ir/5/3/0"),
+        ("vis/7/1/0", "ir/7/3/0"),
+        ("vis/7/1/1", "ir/7/3/1"),
+    ]
+
+
+def test_group_means_per_camera_pair():
+    got = bench.group_means(torch.tensor([1.0, 2.0, 4.0, 8.0]), [(1, 3), (2, 3), (1, 3), (1, 6)])
+    assert got == {"1-3": 2.5, "1-6": 8.0, "2-3": 2.0}
