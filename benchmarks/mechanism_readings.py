@@ -25,7 +25,7 @@ pairs of the validation identities (no augmentation, eval mode; ``--pairing``, b
 one pair per camera pair and identity (SYSU-MM01 layout: 4 x 2 = 8 pairs), as the training
 sampler's draws do over an epoch; ``--pairing aligned`` takes the first ``--pairs`` images
 of each modality, which all come from its first camera (visible camera 1, infrared camera 3),
-the pairs the numbers of docs/model.md measured before 5 Dec 2026. The statistics depend on
+the pairs of every validation-pair number in docs/model.md. The statistics depend on
 the camera pair: the exchange moves the class tokens least between cameras 1 and 3.
 
 Overrides apply to the run's config (a run trained before a switch existed needs the
