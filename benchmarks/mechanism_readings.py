@@ -132,6 +132,14 @@ def residual_branches(heads, cls: dict[str, torch.Tensor]) -> dict:
     return res
 
 
+def _by_camera(recs: list) -> dict[int, list]:
+    """``recs`` grouped by camera, cameras in increasing order, file order within each."""
+    groups: dict[int, list] = {}
+    for r in recs:
+        groups.setdefault(r.camid, []).append(r)
+    return dict(sorted(groups.items()))
+
+
 def pair_records(records: dict[str, list], pairing: str, pairs: int) -> list[tuple]:
     """Visible/infrared ``(vis, ir)`` record pairs of the identities both modalities hold.
 
@@ -140,20 +148,19 @@ def pair_records(records: dict[str, list], pairing: str, pairs: int) -> list[tup
     (visible camera, infrared camera), the ``c``-th of those pairs taking the
     ``c mod n``-th image of each camera (``n`` the camera's image count).
     """
-    by = {m: {} for m in ("vis", "ir")}
+    by = {m: {} for m in ("vis", "ir")}  # modality -> pid -> its records, in file order
     for m in by:
         for r in records[m]:
-            by[m].setdefault(r.pid, {}).setdefault(r.camid, []).append(r)
+            by[m].setdefault(r.pid, []).append(r)
     out = []
     for pid in sorted(set(by["vis"]) & set(by["ir"])):
+        vis, ir = by["vis"][pid], by["ir"][pid]
         if pairing == "aligned":
-            flat = {m: [r for r in records[m] if r.pid == pid][:pairs] for m in by}
-            out += list(zip(flat["vis"], flat["ir"], strict=False))  # the shorter decides
+            out += list(zip(vis[:pairs], ir[:pairs], strict=False))  # the shorter decides
             continue
-        combos = [(a, b) for a in sorted(by["vis"][pid]) for b in sorted(by["ir"][pid])]
-        for c, (a, b) in enumerate(combos):
-            va, ib = by["vis"][pid][a], by["ir"][pid][b]
-            out.append((va[c % len(va)], ib[c % len(ib)]))
+        cams_vis, cams_ir = _by_camera(vis), _by_camera(ir)
+        combos = [(va, ib) for va in cams_vis.values() for ib in cams_ir.values()]
+        out += [(va[c % len(va)], ib[c % len(ib)]) for c, (va, ib) in enumerate(combos)]
     return out
 
 
