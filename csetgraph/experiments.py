@@ -12,6 +12,11 @@ initialisation and batch order largely cancels) with a two-sided Student-t inter
     \\qquad d_s = m_s^{\\text{row}} - m_s^{\\text{reference}}
 
 With one seed there is no spread, and the interval is reported as undefined (``null``).
+
+On the synthetic data set a table can also be run on several *draws* (``data.synthetic.seed``:
+other persons and cameras from the same renderer, :func:`draw_config`); :func:`summarise_draws`
+then takes the draw as the unit: each draw's mean over its seeds, and each draw's mean paired
+difference, with the interval over draws.
 """
 
 from __future__ import annotations
@@ -90,12 +95,78 @@ def summarise(
     return out
 
 
+def summarise_draws(
+    per_draw: dict[int, dict[str, dict]], reference: str, confidence: float = 0.95
+) -> dict[str, dict]:
+    """Across data draws, the draw as the unit: :func:`summarise`'s fields over draws.
+
+    Args:
+        per_draw: ``{draw: summarise(runs of that draw, reference)}``; every draw must hold
+            the same rows and metrics.
+        reference: the row the differences are taken against.
+
+    Returns:
+        ``{row: {metric: {...}}}`` as :func:`summarise`, where ``values`` are the draws' means
+        over their seeds, ``mean`` and ``std`` are taken over those, ``n`` counts draws, and
+        ``diff`` is the mean over draws of each draw's mean paired difference, with its
+        t-interval over draws (undefined with one draw).
+    """
+    draws = sorted(per_draw)
+    if not draws:
+        raise ConfigError("no draws to summarise: pass --draws N with N >= 1")
+    rows = list(per_draw[draws[0]])
+    for d in draws:
+        if list(per_draw[d]) != rows or reference not in per_draw[d]:
+            raise ConfigError(f"draw {d} holds rows {list(per_draw[d])}, draw {draws[0]} {rows}")
+    out: dict[str, dict] = {}
+    for row in rows:
+        out[row] = {}
+        for metric in per_draw[draws[0]][row]:
+            means = [per_draw[d][row][metric]["mean"] for d in draws]
+            diffs = [per_draw[d][row][metric]["diff"] for d in draws]
+            d, lo, hi = t_interval(diffs, confidence)
+            out[row][metric] = {
+                "mean": float(np.mean(means)),
+                "std": float(np.std(means, ddof=1)) if len(means) > 1 else math.nan,
+                "n": len(means),
+                "values": means,
+                "diff": d,
+                "diff_low": lo,
+                "diff_high": hi,
+            }
+    return out
+
+
+def draw_config(cfg: Config, draw: int) -> Config:
+    """A copy of ``cfg`` on draw ``draw`` of the synthetic data set (``data.synthetic.seed``).
+
+    The config's own draw keeps ``data.root``; any other gets a folder of its own beside it,
+    ``<data.root>-draw<k>``, so that no draw regenerates another's files.
+
+    Raises:
+        ConfigError: ``cfg`` reads a real data set, which has one draw.
+    """
+    if not cfg.data.synthetic.enabled:
+        raise ConfigError(
+            "--draws needs the synthetic data set (data.synthetic.enabled=true): a real data "
+            "set is one draw of persons and cameras; drop --draws"
+        )
+    out = copy.deepcopy(cfg)
+    if draw != cfg.data.synthetic.seed:
+        out.data.synthetic.seed = draw
+        out.data.root = f"{str(cfg.data.root).rstrip('/')}-draw{draw}"
+    return out
+
+
 def _pct(v: float) -> str:
     return "n/a" if math.isnan(v) else f"{100 * v:.2f}"
 
 
-def markdown_table(summary: dict[str, dict], reference: str, confidence: float = 0.95) -> str:
-    """One line per row: mean ± std and the paired difference [interval], in percent."""
+def markdown_table(
+    summary: dict[str, dict], reference: str, confidence: float = 0.95, unit: str = "seeds"
+) -> str:
+    """One line per row: mean ± std and the paired difference [interval], in percent
+    (``unit``: what the spread is over, ``"seeds"`` or ``"draws"``)."""
     metrics = [m for m in next(iter(summary.values())) if m.split("/")[-1] in TABLE_METRICS]
     header = "| configuration | " + " | ".join(f"{m} | Δ{m} vs {reference}" for m in metrics)
     lines = [header + " |", "|---" * (1 + 2 * len(metrics)) + "|"]
@@ -116,6 +187,12 @@ def markdown_table(summary: dict[str, dict], reference: str, confidence: float =
         f"\nMean ± std over {n} seeds (percent); Δ: paired difference to {reference} "
         f"over the same seeds with its {100 * confidence:.0f}% t-interval."
     )
+    if unit == "draws":
+        note = (
+            f"\nMean ± std over {n} draws of each draw's mean over its seeds (percent); Δ: "
+            f"the mean over draws of each draw's paired difference to {reference}, with its "
+            f"{100 * confidence:.0f}% t-interval over draws."
+        )
     return "\n".join(lines) + "\n" + note
 
 
@@ -171,8 +248,9 @@ def health_cells(sections: Sequence[dict]) -> dict[str, str]:
     return cells
 
 
-def health_markdown(health: dict[str, dict[str, str]]) -> str:
-    """The health table: a line per row, a column per mechanism (``—`` where it is absent)."""
+def health_markdown(health: dict[str, dict[str, str]], unit: str = "seeds") -> str:
+    """The health table: a line per row, a column per mechanism (``—`` where it is absent);
+    with ``unit="draws"`` its cells count every run of every draw."""
     names = [m for m, _ in HEALTH_COLUMNS]
     lines = ["| configuration | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"]
     for row, cells in health.items():
@@ -181,17 +259,21 @@ def health_markdown(health: dict[str, dict[str, str]]) -> str:
         "\nVerdicts of `csetgraph inspect` per seed (seeds giving each); ranges over the seeds "
         "of each run's last epoch (`metrics.json`, section `mechanisms`)."
     )
+    if unit == "draws":
+        note = note.replace("per seed (seeds giving each)", "per run, every draw and seed")
+        note = note.replace("over the seeds", "over those runs")
     return "\n".join(lines) + "\n" + note
 
 
-def run_health(out_dir: Path, rows: Sequence[str], seeds: Sequence[int]) -> dict:
-    """:func:`health_cells` of each row's runs in ``out_dir/<row>/seed<k>`` (runs without a
-    ``mechanisms`` section are left out)."""
+def run_health(out_dir: Path | Sequence[Path], rows: Sequence[str], seeds: Sequence[int]) -> dict:
+    """:func:`health_cells` of each row's runs in ``out_dir/<row>/seed<k>`` (several folders:
+    the runs of all of them; runs without a ``mechanisms`` section are left out)."""
+    out_dirs = [out_dir] if isinstance(out_dir, (str, Path)) else list(out_dir)
     health = {}
     for row in rows:
         sections = []
-        for seed in seeds:
-            metrics = Path(out_dir) / _slug(row) / f"seed{seed}" / "metrics.json"
+        for folder, seed in ((f, s) for f in out_dirs for s in seeds):
+            metrics = Path(folder) / _slug(row) / f"seed{seed}" / "metrics.json"
             section = json.loads(metrics.read_text()).get("mechanisms")
             if section:
                 sections.append(section)
@@ -206,12 +288,13 @@ def write_tables(
     title: str,
     extra: dict,
     health: dict | None = None,
+    unit: str = "seeds",
 ) -> Path:
     """``table.md`` and ``table.json`` in ``out_dir`` (with ``health``: the health table too,
-    :func:`run_health`); returns the Markdown path."""
-    md = f"{title}\n\n{markdown_table(summary, reference)}\n"
+    :func:`run_health`; ``unit``: :func:`markdown_table`'s); returns the Markdown path."""
+    md = f"{title}\n\n{markdown_table(summary, reference, unit=unit)}\n"
     if health:
-        md += f"\nMechanism health:\n\n{health_markdown(health)}\n"
+        md += f"\nMechanism health:\n\n{health_markdown(health, unit)}\n"
     write_atomic(out_dir / "table.md", md)
     payload = {"title": title, "reference": reference, **extra, "rows": summary}
     if health:

@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from csetgraph.config import load_config
 from csetgraph.errors import EXIT_USER_ERROR, ConfigError
 from csetgraph.experiments import (
+    draw_config,
     health_cells,
     health_markdown,
     parse_sweep,
     summarise,
+    summarise_draws,
     t_interval,
 )
 
@@ -82,6 +85,37 @@ def test_summarise_pairs_rows_by_seed():
     runs["SE both"].pop(2)
     with pytest.raises(ConfigError, match="seeds"):
         summarise(runs, "baseline")
+
+
+def test_summarise_draws_takes_the_draw_as_the_unit():
+    # Hand-worked, three draws of two seeds: each draw's paired difference is the mean over
+    # its seeds (0.2, 0.0, 0.15), and the interval is taken over those three numbers.
+    def draw(base, row):
+        runs = {"baseline": dict(enumerate(base)), "SE both": dict(enumerate(row))}
+        return summarise({r: {s: {"all/rank1": v} for s, v in d.items()} for r, d in runs.items()},
+                         "baseline")  # fmt: skip
+
+    per_draw = {0: draw([0.2, 0.4], [0.3, 0.7]), 1: draw([0.5, 0.5], [0.4, 0.6]),
+                2: draw([0.1, 0.3], [0.2, 0.5])}  # fmt: skip
+    out = summarise_draws(per_draw, "baseline")["SE both"]["all/rank1"]
+    assert out["n"] == 3 and out["values"] == pytest.approx([0.5, 0.5, 0.35])
+    assert out["mean"] == pytest.approx(0.45) and out["diff"] == pytest.approx(0.35 / 3)
+    assert out["std"] == pytest.approx(np.std([0.5, 0.5, 0.35], ddof=1))
+    lo, hi = stats.t.interval(0.95, 2, loc=0.35 / 3, scale=stats.sem([0.2, 0.0, 0.15]))
+    assert (out["diff_low"], out["diff_high"]) == pytest.approx((lo, hi))
+    per_draw[2].pop("SE both")
+    with pytest.raises(ConfigError, match="draw 2 holds rows"):
+        summarise_draws(per_draw, "baseline")
+
+
+def test_each_draw_gets_its_own_data_folder():
+    cfg = load_config(None, ["data.root=/d/syn", "data.synthetic.seed=4"])
+    own, other = draw_config(cfg, 4), draw_config(cfg, 6)
+    assert (own.data.root, own.data.synthetic.seed) == ("/d/syn", 4)
+    assert (other.data.root, other.data.synthetic.seed) == ("/d/syn-draw6", 6)
+    assert (cfg.data.root, cfg.data.synthetic.seed) == ("/d/syn", 4)  # the input is untouched
+    with pytest.raises(ConfigError, match="needs the synthetic data set"):
+        draw_config(load_config(None, ["data.synthetic.enabled=false"]), 1)
 
 
 def test_parse_sweep():
@@ -208,6 +242,37 @@ def test_reuse_reads_finished_runs_and_refuses_another_config(ablation, tmp_path
 
 
 @pytest.mark.slow
+def test_ablate_on_two_draws_reports_the_draw_as_the_unit(tiny_config, tmp_path):
+    size = [f"data.synthetic.{k}={v}" for k, v in (("num_train_ids", 6), ("num_val_ids", 2),
+            ("num_test_ids", 4), ("height", 32), ("width", 16))]  # fmt: skip
+    overrides = tiny_config(tmp_path, "draws", *ONE_STEP, *size)
+    overrides += [f"data.root={tmp_path / 'syn'}", "data.synthetic.enabled=true"]
+    rows = ["baseline", "SE both"]
+    run("ablate.py", "--no-progress", "--draws", "2", "--seeds", "1", "--rows", "SE both",
+        "--output-dir", str(tmp_path / "abl"), "--", *overrides)  # fmt: skip
+    out = tmp_path / "abl"
+    runs = {(d, r): out / f"draw{d}" / r.replace(" ", "_") / "seed0" for d in (0, 1) for r in rows}
+    saved = {d: load_config(runs[d, "baseline"] / "config.yaml").data for d in (0, 1)}
+    assert (saved[0].root, saved[0].synthetic.seed) == (str(tmp_path / "syn"), 0)
+    assert (saved[1].root, saved[1].synthetic.seed) == (str(tmp_path / "syn-draw1"), 1)
+    prints = [(runs[d, "baseline"] / "fingerprint.json").read_text() for d in (0, 1)]
+    assert prints[0] != prints[1]  # two draws, two data sets
+    table = json.loads((out / "table.json").read_text())
+    assert table["draws"] == [0, 1] and set(table["rows"]) == set(rows)
+    for metric in ("all/rank1", "all/mAP"):
+        diffs = [_metrics(runs[d, "SE both"])[metric] - _metrics(runs[d, "baseline"])[metric]
+                 for d in (0, 1)]  # fmt: skip
+        got = table["rows"]["SE both"][metric]
+        assert got["n"] == 2 and got["diff"] == pytest.approx(np.mean(diffs))
+        if np.ptp(diffs) > 0:
+            lo, hi = stats.t.interval(0.95, 1, loc=np.mean(diffs), scale=stats.sem(diffs))
+            assert (got["diff_low"], got["diff_high"]) == pytest.approx((lo, hi))
+    assert all((out / f"draw{d}" / "table.md").is_file() for d in (0, 1))
+    md = (out / "table.md").read_text()
+    assert "t-interval over draws" in md and "every draw and seed" in md
+
+
+@pytest.mark.slow
 def test_sweep_writes_table_and_plots(tiny_config, tmp_path):
     overrides = tiny_config(tmp_path, "sweep", *ONE_STEP)
     run("sweep.py", "model.se.alpha=0.3,0.9", "--seeds", "2", "--no-progress", *overrides)
@@ -231,6 +296,8 @@ USER_ERRORS = [
         "unknown config key 'model.nonsense'",
     ),
     ("ablate.py", ["--reuse", "--split", "val"], "--reuse reads the test results"),
+    ("ablate.py", ["--draws", "0"], "--draws must be at least 1"),
+    ("ablate.py", ["--draws", "2", "data.synthetic.enabled=false"], "needs the synthetic data"),
     ("sweep.py", ["model.se.alpha"], "key=v1,v2"),
     ("sweep.py", ["model.se.alpha=0.1,0.2", "--reference", "0.5"], "not one of the values"),
 ]
