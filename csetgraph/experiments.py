@@ -260,8 +260,11 @@ def health_markdown(health: dict[str, dict[str, str]], unit: str = "seeds") -> s
         "of each run's last epoch (`metrics.json`, section `mechanisms`)."
     )
     if unit == "draws":
-        note = note.replace("per seed (seeds giving each)", "per run, every draw and seed")
-        note = note.replace("over the seeds", "over those runs")
+        note = (
+            "\nVerdicts of `csetgraph inspect` per run, every draw and seed (runs giving "
+            "each); ranges over the last epoch of every run (`metrics.json`, section "
+            "`mechanisms`)."
+        )
     return "\n".join(lines) + "\n" + note
 
 
