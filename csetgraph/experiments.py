@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -82,17 +83,22 @@ def summarise(
         for metric in runs[reference][seeds[0]]:
             values = [by_seed[s][metric] for s in seeds]
             diffs = [by_seed[s][metric] - runs[reference][s][metric] for s in seeds]
-            d, lo, hi = t_interval(diffs, confidence)
-            out[row][metric] = {
-                "mean": float(np.mean(values)),
-                "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
-                "n": len(values),
-                "values": values,
-                "diff": d,
-                "diff_low": lo,
-                "diff_high": hi,
-            }
+            out[row][metric] = _cell(values, diffs, confidence)
     return out
+
+
+def _cell(values: list[float], diffs: list[float], confidence: float) -> dict:
+    """One row's statistics of one metric: spread of ``values``, interval of ``diffs``."""
+    d, lo, hi = t_interval(diffs, confidence)
+    return {
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+        "n": len(values),
+        "values": values,
+        "diff": d,
+        "diff_low": lo,
+        "diff_high": hi,
+    }
 
 
 def summarise_draws(
@@ -124,16 +130,7 @@ def summarise_draws(
         for metric in per_draw[draws[0]][row]:
             means = [per_draw[d][row][metric]["mean"] for d in draws]
             diffs = [per_draw[d][row][metric]["diff"] for d in draws]
-            d, lo, hi = t_interval(diffs, confidence)
-            out[row][metric] = {
-                "mean": float(np.mean(means)),
-                "std": float(np.std(means, ddof=1)) if len(means) > 1 else math.nan,
-                "n": len(means),
-                "values": means,
-                "diff": d,
-                "diff_low": lo,
-                "diff_high": hi,
-            }
+            out[row][metric] = _cell(means, diffs, confidence)
     return out
 
 
@@ -304,6 +301,34 @@ def write_tables(
         payload["health"] = health
     write_atomic(out_dir / "table.json", json.dumps(payload, indent=2, allow_nan=True))
     return out_dir / "table.md"
+
+
+def run_table(
+    configs: dict[str, Config],
+    seeds: Sequence[int],
+    out_dir: Path,
+    reference: str,
+    *,
+    title: str,
+    extra: dict,
+    split: str = "test",
+    progress: bool = True,
+    reuse: bool = False,
+) -> tuple[Path, dict]:
+    """One table's whole job: :func:`run_seeds`, :func:`summarise`, :func:`run_health` and
+    :func:`write_tables` into ``out_dir`` (the wall time is added to ``title`` and ``extra``).
+
+    Returns:
+        The Markdown path and the summary.
+    """
+    t0 = time.time()
+    runs = run_seeds(configs, seeds, out_dir, split=split, progress=progress, reuse=reuse)
+    wall = time.time() - t0
+    summary = summarise(runs, reference)
+    health = run_health(out_dir, list(configs), seeds)
+    title = f"{title}, wall time {wall / 60:.1f} min"
+    md = write_tables(summary, reference, out_dir, title, {**extra, "wall_seconds": wall}, health)
+    return md, summary
 
 
 def seeded(cfg: Config, seed: int) -> Config:

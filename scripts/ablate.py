@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from csetgraph.config import load_config
@@ -36,8 +35,7 @@ from csetgraph.errors import ConfigError, run_command
 from csetgraph.experiments import (
     draw_config,
     run_health,
-    run_seeds,
-    summarise,
+    run_table,
     summarise_draws,
     write_tables,
 )
@@ -123,27 +121,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(configs: dict, seeds: list[int], out_dir: Path, args, extra: dict) -> tuple[Path, dict]:
-    """Train (or, with ``--reuse``, read) every row and seed into ``out_dir``; write its
-    tables; the Markdown path and the summary."""
-    t0 = time.time()
-    runs = run_seeds(
+    """Train (or, with ``--reuse``, read) every row and seed into ``out_dir``; its tables."""
+    data = next(iter(configs.values())).data
+    title = f"Table 1 on {data.dataset} ({data.root}), {args.split} identities, seeds {seeds}"
+    return run_table(
         configs,
         seeds,
         out_dir,
+        REFERENCE,
+        title=title,
+        extra=extra,
         split=args.split,
         progress=not args.no_progress,
         reuse=args.reuse,
     )
-    wall = time.time() - t0
-    data = next(iter(configs.values())).data
-    title = (
-        f"Table 1 on {data.dataset} ({data.root}), {args.split} identities, "
-        f"seeds {seeds}, wall time {wall / 60:.1f} min"
-    )
-    health = run_health(out_dir, list(configs), seeds)
-    summary = summarise(runs, REFERENCE)
-    md = write_tables(summary, REFERENCE, out_dir, title, {**extra, "wall_seconds": wall}, health)
-    return md, summary
 
 
 if __name__ == "__main__":

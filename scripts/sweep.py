@@ -18,19 +18,11 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import time
 from pathlib import Path
 
 from csetgraph.config import load_config
 from csetgraph.errors import ConfigError, run_command
-from csetgraph.experiments import (
-    parse_sweep,
-    plot_sweep,
-    run_health,
-    run_seeds,
-    summarise,
-    write_tables,
-)
+from csetgraph.experiments import parse_sweep, plot_sweep, run_table
 
 
 def split_values(text: str) -> tuple[str, list[str]]:
@@ -80,31 +72,23 @@ def main(argv: list[str] | None = None) -> int:
         }
         out_dir = Path(args.output_dir or Path(base.train.output_dir) / f"sweep_{key}")
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-        t0 = time.time()
-        runs = run_seeds(
+        ref_row = f"{key}={reference}"
+        title = (
+            f"Sweep of {key} on {base.data.dataset} ({base.data.root}), {args.split} identities, "
+            f"seeds {seeds}"
+        )
+        extra = {"key": key, "values": values, "seeds": seeds, "split": args.split}
+        md, summary = run_table(
             configs,
             seeds,
             out_dir,
+            ref_row,
+            title=title,
+            extra=extra,
             split=args.split,
             progress=not args.no_progress,
             reuse=args.reuse,
         )
-        wall = time.time() - t0
-        ref_row = f"{key}={reference}"
-        summary = summarise(runs, ref_row)
-        title = (
-            f"Sweep of {key} on {base.data.dataset} ({base.data.root}), {args.split} identities, "
-            f"seeds {seeds}, wall time {wall / 60:.1f} min"
-        )
-        extra = {
-            "key": key,
-            "values": values,
-            "seeds": seeds,
-            "split": args.split,
-            "wall_seconds": wall,
-        }
-        health = run_health(out_dir, list(configs), seeds)
-        md = write_tables(summary, ref_row, out_dir, title, extra, health)
         plots = plot_sweep(summary, key, values, out_dir)
         print(md.read_text())
         print(f"written to {md}, {out_dir / 'table.json'} and {len(plots)} plots")
