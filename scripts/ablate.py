@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             first = base.data.synthetic.seed
             draws = {d: out_dir / f"draw{d}" for d in range(first, first + args.draws)}
+            # every draw's configs before any training: a real data set is refused up front
             per_draw = {
                 d: {row: draw_config(cfg, d) for row, cfg in configs.items()} for d in draws
             }
