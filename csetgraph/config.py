@@ -172,6 +172,7 @@ class TrainConfig:
     log_every: int = 20  # read the loss terms back from the device every N steps
     compile: bool = False  # torch.compile the model and the loss
     sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
+    ema_decay: float = 0.0  # >0: retrieve with a moving average of the weights (0: off)
 
 
 @dataclass
@@ -416,6 +417,7 @@ RANGES: dict[str, Range] = {
     "train.max_steps_per_epoch": _NONNEG,
     "train.num_threads": Range(0, 1024),  # thousands of threads crash torch's thread pool
     "train.log_every": _COUNT,
+    "train.ema_decay": Range(0, 1, high_open=True),
     "eval.trials": _COUNT,
     "eval.batch_size": _COUNT,
 }

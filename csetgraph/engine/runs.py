@@ -20,7 +20,11 @@ from csetgraph.config import (
     load_config,
 )
 from csetgraph.data.transforms import build_test_transform
-from csetgraph.engine.training_state import load_checkpoint, load_model_state
+from csetgraph.engine.training_state import (
+    load_checkpoint,
+    load_model_state,
+    retrieval_weights,
+)
 from csetgraph.models import CheckpointError, build_model
 from csetgraph.models.cset import CSET
 
@@ -79,7 +83,7 @@ def model_from_checkpoint(
     model = build_model(
         cfg.model, checkpoint_num_classes(ckpt, path), (cfg.data.height, cfg.data.width)
     )
-    load_model_state(model, ckpt["model"], f"checkpoint {str(path)!r}")
+    load_model_state(model, retrieval_weights(ckpt), f"checkpoint {str(path)!r}")
     return model.to(device).eval()
 
 

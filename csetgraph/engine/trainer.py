@@ -45,6 +45,7 @@ from csetgraph.data.pipeline import TrainLoader, build_train_loader
 from csetgraph.data.samplers import CrossModalityIdentitySampler
 from csetgraph.engine import health as mech
 from csetgraph.engine import run_guard as rf
+from csetgraph.engine.averaging import build_weight_average
 from csetgraph.engine.distributed import (
     autocast_context,
     setup_process,
@@ -177,6 +178,7 @@ class Trainer:
         self.lock: rf.RunLock | None = None
         self.writer = None
         self.start_epoch, self.step, self.best = 0, 0, None
+        self.average = None  # the weight average (train.ema_decay), built with the optimiser
         #: Mechanism health: per-epoch means (``{"epoch", "stats"}``) and the static facts.
         self.mechanisms: list[dict] = []
         self.mechanism_static: dict = {}
@@ -255,6 +257,13 @@ class Trainer:
         self.optimizer = torch.optim.Adam(groups, lr=cfg.train.lr)
         self.scheduler = build_scheduler(self.optimizer, cfg, len(self.sampler))
         self.amp_ctx, self.scaler = autocast_context(cfg.train.amp, self.device)
+        self.average = build_weight_average(self.model, cfg.train.ema_decay)
+
+    @property
+    def retrieval_model(self) -> torch.nn.Module:
+        """What the run validates, evaluates and returns: the weight average when
+        ``train.ema_decay`` keeps one, else the training weights."""
+        return self.model if self.average is None else self.average.module
 
     def _restore(self) -> None:
         """Load the checkpoint's states (a mismatch is a CheckpointError, before any write)."""
@@ -265,6 +274,8 @@ class Trainer:
         except ValueError as err:
             raise CheckpointError(f"{origin}: its optimiser state does not fit ({err})") from err
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.average is not None:
+            self.average.load_state_dict(ckpt, origin)
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.start_epoch = int(ckpt["epoch"])
@@ -353,6 +364,8 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
         self.scheduler.step()
+        if self.average is not None:
+            self.average.update(self.model)
         return loss.detach(), {k: v.detach() for k, v in terms.items()}, health
 
     def train_epoch(self, epoch: int) -> EpochStats:
@@ -429,7 +442,7 @@ class Trainer:
                 "use data.train_split=train for model selection"
             )
         res = evaluate_model(
-            self.model, self.cfg, self.device, self.mean, self.std, split="val",
+            self.retrieval_model, self.cfg, self.device, self.mean, self.std, split="val",
             progress=self.progress,
         )  # fmt: skip
         return next(iter(res.values()))["mean"]
@@ -468,9 +481,10 @@ class Trainer:
         if not self.dist.is_main:
             return
         folder = self.run_dir / "checkpoints"
+        average = {} if self.average is None else self.average.state_dict()
         if val and (self.best is None or val["mAP"] > self.best["mAP"]):
             self.best = {**val, "epoch": epoch + 1}
-            best = {"version": CHECKPOINT_VERSION, "model": self.model.state_dict()}
+            best = {"version": CHECKPOINT_VERSION, "model": self.model.state_dict(), **average}
             _save(best | {"epoch": epoch + 1, "val": val}, folder / "best.pt", folder)
         state = {
             "version": CHECKPOINT_VERSION,
@@ -484,6 +498,7 @@ class Trainer:
             "config": json.dumps(config_to_dict(self.cfg)),
             "num_classes": self.data.num_classes,
             "mechanisms": {"epochs": self.mechanisms, "static": self.mechanism_static},
+            **average,
         }
         _save(state, folder / "last.pt", folder)
 
@@ -494,8 +509,9 @@ class Trainer:
         from csetgraph.evaluation.protocols import format_table
 
         results = evaluate_model(
-            self.model, self.cfg, self.device, self.mean, self.std, progress=self.progress
-        )
+            self.retrieval_model, self.cfg, self.device, self.mean, self.std,
+            progress=self.progress,
+        )  # fmt: skip
         title = f"{self.cfg.data.dataset}, test identities"
         if self.cfg.data.dataset == "sysu_mm01":
             title = "SYSU-MM01 protocol, infrared -> visible, test identities"
@@ -536,7 +552,7 @@ class Trainer:
                 _close_logging()
             teardown_process()
         return {"run_dir": self.run_dir, "results": results, "epochs": self.cfg.train.epochs,
-                "model": self.model}  # fmt: skip
+                "model": self.retrieval_model}  # fmt: skip
 
     def _interrupted_message(self) -> str:
         last = getattr(self, "run_dir", Path("?")) / "checkpoints" / "last.pt"

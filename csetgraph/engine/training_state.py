@@ -130,6 +130,12 @@ def check_resumable_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
         )
 
 
+def retrieval_weights(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint retrieves with: the moving average of the training weights when
+    the run kept one (``train.ema_decay`` > 0, key ``"ema"``), else the training weights."""
+    return ckpt.get("ema", ckpt["model"])
+
+
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
     """Load a state dict strictly, turning mismatches into one readable error."""
     own = model.state_dict()

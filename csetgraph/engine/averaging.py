@@ -1,0 +1,64 @@
+"""An exponential moving average of a model's weights (``train.ema_decay``).
+
+:class:`WeightAverage` keeps a copy of the model whose floating-point parameters and buffers
+follow the training weights, ``avg = decay * avg + (1 - decay) * w`` after every optimiser
+step (the first update copies ``w``), as ``torch.optim.swa_utils.AveragedModel`` with
+``get_ema_multi_avg_fn`` and ``use_buffers=True`` does. Integer buffers (MHGA's relation
+codes, BatchNorm's step count) are copied, never averaged: arithmetic on them would truncate.
+The copy is what the run retrieves with, validates and saves under ``"ema"`` in its
+checkpoints (:func:`csetgraph.engine.training_state.retrieval_weights`).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import torch
+
+from csetgraph.engine.training_state import load_model_state
+from csetgraph.errors import CheckpointError
+
+
+class WeightAverage:
+    """The moving average of ``model``'s weights (a frozen copy in eval mode, ``.module``)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"a weight average needs 0 < decay < 1, got {decay!r}")
+        self.decay = decay
+        self.updates = 0
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @staticmethod
+    def _tensors(model: torch.nn.Module) -> list[torch.Tensor]:
+        return [t.detach() for t in itertools.chain(model.parameters(), model.buffers())]
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        """One step: move the average towards ``model``'s current weights."""
+        own, new = self._tensors(self.module), self._tensors(model)
+        floats = [i for i, t in enumerate(own) if t.is_floating_point()]
+        if self.updates == 0:
+            torch._foreach_copy_(own, new)
+        else:
+            torch._foreach_lerp_([own[i] for i in floats], [new[i] for i in floats], 1 - self.decay)
+            for i in set(range(len(own))) - set(floats):
+                own[i].copy_(new[i])
+        self.updates += 1
+
+    def state_dict(self) -> dict:
+        """The averaged model's state dict and the update count, for a checkpoint."""
+        return {"ema": self.module.state_dict(), "ema_updates": self.updates}
+
+    def load_state_dict(self, ckpt: dict, origin: str) -> None:
+        """Restore from a checkpoint that :meth:`state_dict` went into."""
+        if "ema" not in ckpt:
+            raise CheckpointError(f"{origin} holds no weight average (train.ema_decay was 0)")
+        load_model_state(self.module, ckpt["ema"], origin)
+        self.updates = int(ckpt["ema_updates"])
+
+
+def build_weight_average(model: torch.nn.Module, decay: float) -> WeightAverage | None:
+    """The run's weight average, or None when ``decay`` is 0 (off)."""
+    return WeightAverage(model, decay) if decay else None
