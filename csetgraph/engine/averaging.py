@@ -38,13 +38,14 @@ class WeightAverage:
     def update(self, model: torch.nn.Module) -> None:
         """One step: move the average towards ``model``'s current weights."""
         own, new = self._tensors(self.module), self._tensors(model)
-        floats = [i for i, t in enumerate(own) if t.is_floating_point()]
         if self.updates == 0:
             torch._foreach_copy_(own, new)
         else:
-            torch._foreach_lerp_([own[i] for i in floats], [new[i] for i in floats], 1 - self.decay)
-            for i in set(range(len(own))) - set(floats):
-                own[i].copy_(new[i])
+            pairs = [(a, w) for a, w in zip(own, new, strict=True) if a.is_floating_point()]
+            torch._foreach_lerp_([a for a, _ in pairs], [w for _, w in pairs], 1 - self.decay)
+            for a, w in zip(own, new, strict=True):
+                if not a.is_floating_point():
+                    a.copy_(w)
         self.updates += 1
 
     def state_dict(self) -> dict:
