@@ -76,7 +76,7 @@ class RecordingTrainer(Trainer):
         return out
 
 
-def test_a_run_evaluates_saves_and_reloads_the_average(tiny_config, tmp_path):
+def test_a_run_evaluates_saves_and_reloads_the_average(tiny_config, tiny_run, tmp_path):
     cfg = load_config(None, tiny_config(tmp_path, "ema", "train.ema_decay=0.5", "eval.trials=1"))
     trainer = RecordingTrainer(cfg, progress=False)
     out = trainer.fit()
@@ -90,6 +90,9 @@ def test_a_run_evaluates_saves_and_reloads_the_average(tiny_config, tmp_path):
         torch.testing.assert_close(out["model"].state_dict()[name], expected, msg=name)
     model, _ = load_run(out["run_dir"])
     torch.testing.assert_close(model.state_dict()[key], ckpt["ema"][key])
+    plain = load_checkpoint(tiny_run["dir"])["model"]  # the same run without the average
+    for name, value in plain.items():
+        torch.testing.assert_close(ckpt["model"][name], value, rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.slow
