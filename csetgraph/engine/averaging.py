@@ -5,7 +5,7 @@ follow the training weights, ``avg = decay * avg + (1 - decay) * w`` after every
 step (the first update copies ``w``), as ``torch.optim.swa_utils.AveragedModel`` with
 ``get_ema_multi_avg_fn`` and ``use_buffers=True`` does. Integer buffers (MHGA's relation
 codes, BatchNorm's step count) are copied, never averaged: arithmetic on them would truncate.
-The copy is what the run retrieves with, validates and saves under ``"ema"`` in its
+The copy is what the run retrieves with, validates and saves under ``AVERAGE_KEY`` in its
 checkpoints (:func:`csetgraph.engine.training_state.retrieval_weights`).
 """
 
@@ -16,7 +16,7 @@ import itertools
 
 import torch
 
-from csetgraph.engine.training_state import load_model_state
+from csetgraph.engine.training_state import AVERAGE_KEY, load_model_state
 from csetgraph.errors import CheckpointError
 
 
@@ -50,14 +50,14 @@ class WeightAverage:
 
     def state_dict(self) -> dict:
         """The averaged model's state dict and the update count, for a checkpoint."""
-        return {"ema": self.module.state_dict(), "ema_updates": self.updates}
+        return {AVERAGE_KEY: self.module.state_dict(), f"{AVERAGE_KEY}_updates": self.updates}
 
     def load_state_dict(self, ckpt: dict, origin: str) -> None:
         """Restore from a checkpoint that :meth:`state_dict` went into."""
-        if "ema" not in ckpt:
+        if AVERAGE_KEY not in ckpt:
             raise CheckpointError(f"{origin} holds no weight average (train.ema_decay was 0)")
-        load_model_state(self.module, ckpt["ema"], origin)
-        self.updates = int(ckpt["ema_updates"])
+        load_model_state(self.module, ckpt[AVERAGE_KEY], origin)
+        self.updates = int(ckpt[f"{AVERAGE_KEY}_updates"])
 
 
 def build_weight_average(model: torch.nn.Module, decay: float) -> WeightAverage | None:

@@ -27,6 +27,8 @@ from csetgraph.models.checkpoint import CheckpointError
 CHECKPOINT_VERSION = 2
 #: What a checkpoint needs to resume training (``best.pt`` has only the weights).
 RESUME_KEYS = ("optimizer", "scheduler", "epoch", "rng", "config")
+#: The key of the weight average (``train.ema_decay`` > 0), when a run keeps one.
+AVERAGE_KEY = "ema"
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -132,8 +134,8 @@ def check_resumable_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
 
 def retrieval_weights(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The weights a checkpoint retrieves with: the moving average of the training weights when
-    the run kept one (``train.ema_decay`` > 0, key ``"ema"``), else the training weights."""
-    return ckpt.get("ema", ckpt["model"])
+    the run kept one (``train.ema_decay`` > 0, :data:`AVERAGE_KEY`), else the training weights."""
+    return ckpt.get(AVERAGE_KEY, ckpt["model"])
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
