@@ -242,7 +242,10 @@ def test_bad_input_errors():
     with pytest.raises(TypeError, match="one int"):
         HeteroMHGAConv((6, 4), 3)
     sparse = {("vis", "same", "vis"): data["vis", "same", "vis"].edge_index}
-    sparse = {k: torch.sparse_coo_tensor(v, torch.ones(v.size(1))) for k, v in sparse.items()}
+    sparse = {
+        k: torch.sparse_coo_tensor(v, torch.ones(v.size(1)), check_invariants=True)
+        for k, v in sparse.items()
+    }
     with pytest.raises(ValueError, match="dense"):
         conv(data.x_dict, sparse)
 
