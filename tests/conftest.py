@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -27,6 +28,23 @@ def _private_loader_cache(tmp_path_factory):
         os.environ.pop("CSETGRAPH_CACHE_DIR", None)
     else:
         os.environ["CSETGRAPH_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_tmpdir(tmp_path_factory):
+    """What the suite puts in tempfile's folder (PyG's generated GATConv modules, the
+    notebook kernels' figures, subprocesses' scratch files) lands in a session folder that
+    pytest prunes, never in the machine's /tmp."""
+    folder = tmp_path_factory.mktemp("tmp")
+    old_env, old_dir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = str(folder)
+    yield
+    tempfile.tempdir = old_dir
+    if old_env is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = old_env
 
 
 @pytest.fixture(scope="session")

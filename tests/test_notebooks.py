@@ -52,11 +52,7 @@ def executed(tmp_path_factory):
             client = NotebookClient(
                 nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
             )
-            # The kernel inherits TMPDIR: what a notebook puts in tempfile's folder lands in the
-            # test's own, which pytest cleans, not in the machine's /tmp.
-            with pytest.MonkeyPatch.context() as env:
-                env.setenv("TMPDIR", str(cwd))
-                client.execute()
+            client.execute()  # the kernel inherits conftest's session TMPDIR
             cache[path] = nb
         return cache[path]
 
