@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 
 import pytest
@@ -21,13 +20,9 @@ def _few_threads():
 def _private_loader_cache(tmp_path_factory):
     """Training runs cache their decoded images (data.pipeline=tensor) in a session folder,
     never in the user's ~/.cache; subprocesses inherit the variable."""
-    old = os.environ.get("CSETGRAPH_CACHE_DIR")
-    os.environ["CSETGRAPH_CACHE_DIR"] = str(tmp_path_factory.mktemp("loader-cache"))
-    yield
-    if old is None:
-        os.environ.pop("CSETGRAPH_CACHE_DIR", None)
-    else:
-        os.environ["CSETGRAPH_CACHE_DIR"] = old
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CSETGRAPH_CACHE_DIR", str(tmp_path_factory.mktemp("loader-cache")))
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,16 +30,11 @@ def _private_tmpdir(tmp_path_factory):
     """What the suite puts in tempfile's folder (PyG's generated GATConv modules, the
     notebook kernels' figures, subprocesses' scratch files) lands in a session folder that
     pytest prunes, never in the machine's /tmp."""
-    folder = tmp_path_factory.mktemp("tmp")
-    old_env, old_dir = os.environ.get("TMPDIR"), tempfile.tempdir
-    os.environ["TMPDIR"] = str(folder)
-    tempfile.tempdir = str(folder)
-    yield
-    tempfile.tempdir = old_dir
-    if old_env is None:
-        os.environ.pop("TMPDIR", None)
-    else:
-        os.environ["TMPDIR"] = old_env
+    folder = str(tmp_path_factory.mktemp("tmp"))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TMPDIR", folder)
+        env.setattr(tempfile, "tempdir", folder)
+        yield
 
 
 @pytest.fixture(scope="session")
