@@ -1,4 +1,5 @@
-"""The six model configurations of the paper's Table 1 (and Table 2), as config overrides."""
+"""The six model configurations of the paper's Table 1 (and Table 2), and two component rows
+the paper does not have, as config overrides."""
 
 from __future__ import annotations
 
@@ -16,13 +17,22 @@ TABLE1 = (
     ("SE both + CA + MHGA", "both", True, True),
 )
 
+#: Rows the paper's table does not have, in the same form: MHGA without SE and CA, and full
+#: CSET without CA. With Table 1's rows they split full CSET's effect into MHGA's, SE's and
+#: CA's parts (docs/results-mechanisms.md, "MHGA alone").
+COMPONENT_ROWS = (
+    ("MHGA alone", "none", False, True),
+    ("SE both + MHGA", "both", False, True),
+)
+
 
 def ablation_config(cfg: Config, row: str) -> Config:
-    """A copy of ``cfg`` with the switches of Table 1's ``row`` (other settings kept).
+    """A copy of ``cfg`` with the switches of ``row``, a row of :data:`TABLE1` or
+    :data:`COMPONENT_ROWS` (other settings kept).
 
     ``model.se.layers`` is kept from ``cfg``, so the recipe decides where SE happens.
     """
-    rows = {name: (se, ca, mhga) for name, se, ca, mhga in TABLE1}
+    rows = {name: (se, ca, mhga) for name, se, ca, mhga in TABLE1 + COMPONENT_ROWS}
     if row not in rows:
         raise ValueError(f"unknown Table 1 row {row!r}; rows: {', '.join(rows)}")
     se, ca, mhga = rows[row]

@@ -20,6 +20,7 @@ from csetgraph.experiments import (
     health_cells,
     health_markdown,
     parse_sweep,
+    run_seeds,
     summarise,
     summarise_draws,
     t_interval,
@@ -239,6 +240,25 @@ def test_reuse_reads_finished_runs_and_refuses_another_config(ablation, tmp_path
     assert script_module("ablate.py").main([*args, *overrides, "model.se.alpha=0.5"]) == 2
     err = capsys.readouterr().err
     assert "holds a finished run of another config" in err and "model.se.alpha" in err
+
+
+@pytest.mark.slow
+def test_a_component_row_trains_the_model_its_switches_name(tiny_config, tmp_path):
+    """``--rows "SE both + MHGA"`` trains what the switches set by hand train (full CSET with
+    ``model.ca.enabled=false``), and its health table has SE and MHGA but no CA."""
+    overrides = tiny_config(tmp_path, "component", *ONE_STEP)
+    args = ["--no-progress", "--seeds", "1", "--split", "val", "--rows", "SE both + MHGA"]
+    out = tmp_path / "abl"
+    assert script_module("ablate.py").main([*args, "--output-dir", str(out), "--", *overrides]) == 0
+    by_hand = load_config(None, [*overrides, "model.ca.enabled=false"])
+    assert by_hand.model.se.direction == "both" and by_hand.model.mhga.enabled
+    ref = run_seeds({"hand": by_hand}, [0], tmp_path / "hand", split="val", progress=False)
+    table = json.loads((out / "table.json").read_text())
+    got = table["rows"]["SE both + MHGA"]
+    for metric, value in ref["hand"][0].items():
+        assert got[metric]["mean"] == pytest.approx(value)
+    health = table["health"]["SE both + MHGA"]
+    assert "SE" in health and "MHGA" in health and "CA" not in health
 
 
 @pytest.mark.slow

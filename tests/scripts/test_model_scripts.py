@@ -14,7 +14,7 @@ from csetgraph.commands.complexity import format_table, time_models
 from csetgraph.config import load_config
 from csetgraph.errors import ConfigError
 from csetgraph.models import build_model
-from csetgraph.models.ablation import TABLE1, ablation_config
+from csetgraph.models.ablation import COMPONENT_ROWS, TABLE1, ablation_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +34,28 @@ def test_table1_rows_set_exactly_their_switches():
     assert len(seen) == 6 and ("none", False, False) in seen
     with pytest.raises(ValueError, match="unknown Table 1 row"):
         ablation_config(base, "SE sideways")
+
+
+def test_component_rows_build_models_with_exactly_their_components(tiny_overrides):
+    """MHGA alone is the baseline plus MHGA; SE both + MHGA is SE both plus MHGA, and full CSET
+    is that plus what CA adds to SE both: modules and parameter counts."""
+    assert [name for name, *_ in COMPONENT_ROWS] == ["MHGA alone", "SE both + MHGA"]
+    base = load_config(None, tiny_overrides)
+    rows = [name for name, *_ in TABLE1 + COMPONENT_ROWS]
+    models = {r: build_model(ablation_config(base, r).model, 10, (32, 16)) for r in rows}
+    mods = {r: {n.split(".")[0] for n, _ in m.named_modules() if n} for r, m in models.items()}
+    size = {r: n_params(m) for r, m in models.items()}
+    assert mods["MHGA alone"] == mods["baseline"] | {"mhga"}
+    assert mods["SE both + MHGA"] == mods["SE both"] | {"mhga"}
+    ca = mods["SE both + CA"] - mods["SE both"]
+    assert ca and mods["SE both + CA + MHGA"] == mods["SE both + MHGA"] | ca
+    mhga = size["MHGA alone"] - size["baseline"]
+    assert mhga > 0 and size["SE both + MHGA"] - size["SE both"] == mhga
+    ca_size = size["SE both + CA"] - size["SE both"]
+    assert ca_size > 0 and size["SE both + CA + MHGA"] - size["SE both + MHGA"] == ca_size
+    for name, se, ca_on, mhga_on in COMPONENT_ROWS:
+        cfg = ablation_config(base, name).model
+        assert (cfg.se.direction, cfg.ca.enabled, cfg.mhga.enabled) == (se, ca_on, mhga_on)
 
 
 def test_complexity_lists_every_configuration_with_its_parameters_and_ratio(tiny_overrides, capsys):
