@@ -42,7 +42,7 @@ from csetgraph.experiments import (
     summarise_draws,
     write_tables,
 )
-from csetgraph.models.ablation import TABLE1, ablation_config
+from csetgraph.models.ablation import COMPONENT_ROWS, TABLE1, ablation_config
 
 REFERENCE = TABLE1[0][0]
 
@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[r[0] for r in TABLE1],
         help="Table 1 rows, separate or comma-separated (the baseline is always run); also "
-        '"MHGA alone" and "SE both + MHGA" (default: the paper\'s six)',
+        + " and ".join(f'"{row[0]}"' for row in COMPONENT_ROWS)
+        + " (default: the paper's six)",
     )
     p.add_argument("--seeds", type=int, default=3, help="seeds per row (default 3)")
     p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. +N-1")
