@@ -17,7 +17,11 @@ pairs of the validation identities (no augmentation, eval mode; ``--pairing``, b
   batch-hard loss over the pairs, its active share and the mean hardest / all positive and
   negative distances (squared Euclidean of L2-normalised rows, as eq. 9 is trained);
 * with residual ``W'`` heads, the norm and mean pairwise cosine of the class token and of
-  the head's branch, per modality.
+  the head's branch, per modality;
+* MHGA, per modality on single images (the inference graph): the attention mass each relation
+  receives and the mean attention entropy over ``log n``, with the model's strengths and again
+  with every strength set to 1 (the same weights: what the learned attention alone prefers),
+  beside a uniform attention's mass.
 
     python benchmarks/mechanism_readings.py runs/<run> [key=value overrides] [--json out.json]
 
@@ -49,6 +53,7 @@ from csetgraph.errors import run_command
 from csetgraph.files import write_atomic
 from csetgraph.graph.similarity import select_exchange_edges, tanimoto
 from csetgraph.models.cset import ResidualHead
+from csetgraph.models.health import relation_codes, relation_mass, uniform_mass
 
 READINGS = ("dot", "scaled", "layernorm", "cosine")
 ALPHAS = (0.1, 0.3, 0.7, 1.0)
@@ -129,6 +134,34 @@ def residual_branches(heads, cls: dict[str, torch.Tensor]) -> dict:
             "token_cosine": mean_cosine(x),
             "branch_cosine": mean_cosine(h),
         }
+    return res
+
+
+def mhga_attention(mhga, branch: torch.Tensor, modality: str) -> dict:
+    """Relation mass and entropy of ``mhga``'s attention on one modality's ``branch`` tokens
+    ``(B, n, C)`` (block ``L-1``), with its own strengths and with all strengths 1 (restored
+    afterwards).
+
+    Complete graphs only (``model.mhga.graph=complete``); ``n`` is one image's tokens.
+    """
+    h, w = mhga.grid_size
+    rel = relation_codes(h, w, adjacency=mhga.adjacency, paired=False, device=branch.device)
+    strengths = mhga.conv.strengths
+    saved = strengths.detach().clone()
+    res = {"uniform": [float(v) for v in uniform_mass(rel)], "strengths": saved.tolist()}
+    try:
+        for name, value in (("model", saved), ("equal", torch.ones_like(saved))):
+            with torch.no_grad():
+                strengths.copy_(value)
+                _, alpha = mhga({modality: branch}, return_attention_weights=True)  # (B, H, n, n)
+            ent = -(alpha * alpha.clamp_min(1e-12).log()).sum(-1).mean()
+            res[name] = {
+                "mass": [float(v) for v in relation_mass(alpha, rel)],
+                "entropy_over_log_n": float(ent / math.log(alpha.shape[-1])),
+            }
+    finally:
+        with torch.no_grad():
+            strengths.copy_(saved)
     return res
 
 
@@ -223,6 +256,10 @@ def measure(run: str, overrides: list[str], pairs: int, pairing: str = "cameras"
                 out.head_feat, pp[out.head_rows], out.head_modality
             )
             res["heads/residual_branch"] = residual_branches(model.tri_heads, cls)
+        if model.mhga is not None and model.mhga.graph == "complete":
+            for m in ("vis", "ir"):
+                _, branch = model.forward_features(images[m], m, return_branch=True)
+                res[f"mhga/{m}"] = mhga_attention(model.mhga, branch, m)
     return res
 
 

@@ -96,3 +96,48 @@ def test_aligned_pairing_takes_the_first_images_in_file_order():
 def test_group_means_per_camera_pair():
     got = bench.group_means(torch.tensor([1.0, 2.0, 4.0, 8.0]), [(1, 3), (2, 3), (1, 3), (1, 6)])
     assert got == {"1-3": 2.5, "1-6": 8.0, "2-3": 2.0}
+
+
+def _tiny_mhga_model(strengths):
+    from csetgraph.models import CSET, EncoderOptions, MHGAOptions
+
+    torch.manual_seed(0)
+    encoder = EncoderOptions(
+        backbone="vit_tiny_patch16_224", img_size=(64, 32), embed_dim=32, depth=2, num_heads=2
+    )
+    mhga = MHGAOptions(enabled=True, heads=2, strengths=strengths)
+    return CSET(10, encoder=encoder, mhga=mhga).eval()
+
+
+def test_mhga_attention_is_uniform_without_logits_and_restores_the_strengths():
+    model = _tiny_mhga_model((1.0, 0.7, 0.3))
+    with torch.no_grad():
+        model.mhga.conv.att_src.zero_()
+        model.mhga.conv.att_dst.zero_()
+    _, branch = model.forward_features(torch.randn(3, 3, 64, 32), "ir", return_branch=True)
+    got = bench.mhga_attention(model.mhga, branch, "ir")
+    # 4 x 2 patches + the class token; by hand: each target's share of same / adjacent /
+    # distant sources in the token sequence (|i - j| = 1 adjacent), averaged over targets.
+    n = 9
+    shares = [0.0, 0.0, 0.0]
+    for i in range(n):
+        for j in range(n):
+            shares[0 if i == j else 1 if abs(i - j) == 1 else 2] += 1 / (n * n)
+    for name in ("model", "equal"):
+        for a, b in zip(got[name]["mass"], shares, strict=True):
+            assert math.isclose(a, b, rel_tol=1e-5)
+        assert math.isclose(got[name]["entropy_over_log_n"], 1.0, rel_tol=1e-5)
+    torch.testing.assert_close(model.mhga.conv.strengths, torch.tensor([1.0, 0.7, 0.3]))
+
+
+def test_mhga_attention_with_equal_strengths_does_not_depend_on_the_models():
+    images = torch.randn(3, 3, 64, 32, generator=torch.Generator().manual_seed(2))
+    results = []
+    for strengths in ((1.0, 0.7, 0.3), (1.0, 1.0, 1.0)):
+        model = _tiny_mhga_model(strengths)  # same seed: the same weights
+        _, branch = model.forward_features(images, "vis", return_branch=True)
+        results.append(bench.mhga_attention(model.mhga, branch, "vis"))
+    paper, equal = results
+    assert paper["model"]["mass"] != equal["model"]["mass"]  # the strengths act
+    for a, b in zip(paper["equal"]["mass"], equal["model"]["mass"], strict=True):
+        assert math.isclose(a, b, rel_tol=1e-5)
