@@ -53,7 +53,7 @@ from csetgraph.errors import run_command
 from csetgraph.files import write_atomic
 from csetgraph.graph.similarity import select_exchange_edges, tanimoto
 from csetgraph.models.cset import ResidualHead
-from csetgraph.models.health import relation_codes, relation_mass, uniform_mass
+from csetgraph.models.health import logit_entropy, relation_codes, relation_mass, uniform_mass
 
 READINGS = ("dot", "scaled", "layernorm", "cosine")
 ALPHAS = (0.1, 0.3, 0.7, 1.0)
@@ -238,11 +238,9 @@ def measure(run: str, overrides: list[str], pairs: int, pairing: str = "cameras"
                 res[f"class_token_cosine/{m}"] = float(cos.mean())
                 res[f"class_token_cosine_by_cameras/{m}"] = group_means(cos, cams)
         if out.ca_logits is not None:
-            ent = [-(p * p.clamp_min(1e-12).log()).sum(1).mean() for p in
-                   (out.ca_logits.softmax(1), out.logits.softmax(1))]  # fmt: skip
             res["ca"] = {
-                "entropy_ca": float(ent[0]),
-                "entropy_clean": float(ent[1]),
+                "entropy_ca": float(logit_entropy(out.ca_logits)),
+                "entropy_clean": float(logit_entropy(out.logits)),
                 "log_classes": math.log(out.logits.shape[1]),
                 "argmax_agree": float(
                     (out.ca_logits.argmax(1) == out.logits.argmax(1)).float().mean()
