@@ -31,7 +31,7 @@ import timm
 import torch
 
 from csetgraph.config import load_config
-from csetgraph.engine.distributed import autocast_context, resolve_device
+from csetgraph.engine.distributed import autocast_context, describe_device, resolve_device
 from csetgraph.errors import run_command
 from csetgraph.losses import CSETLoss
 from csetgraph.models import build_model
@@ -148,12 +148,11 @@ def report(args, base, device: torch.device, train_t: dict, embed_t: dict) -> No
     emb = {n: statistics.median(v) for n, v in embed_t.items()}
     amp, _ = autocast_context(base.train.amp, device)
     precision = f"autocast {amp.fast_dtype}" if isinstance(amp, torch.autocast) else "fp32"
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
         f"backbone {base.model.backbone}, input {base.data.height}x{base.data.width}, "
-        f"{args.batch} pairs/step, SE layers {list(base.model.se.layers)}, device {device} "
-        f"({where}), {precision}, compile {base.train.compile}, "
-        f"{torch.get_num_threads()} threads, {args.rounds} rounds (median)"
+        f"{args.batch} pairs/step, SE layers {list(base.model.se.layers)}, device "
+        f"{describe_device(device)}, {precision}, compile {base.train.compile}, "
+        f"{args.rounds} rounds (median)"
     )
     head = f"{'train step (s)':>15} {'img/s':>9} {'x baseline':>11}"
     print(f"{'':<10} {head} {'embed ms/img':>13} {'x base':>11}")

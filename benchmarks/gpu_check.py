@@ -76,7 +76,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout: import this cs
     sys.path.insert(0, str(ROOT))
 
 from csetgraph.errors import ConfigError, run_command  # noqa: E402  (no torch import here)
-from csetgraph.retrieval.index import write_atomic  # noqa: E402
+from csetgraph.files import write_atomic  # noqa: E402
 
 SCHEMA = 1
 SECTIONS = (
@@ -899,7 +899,10 @@ def section_env(ctx: Context, sec: Section) -> None:
         r["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
         r["nvidia_smi"] = _nvidia_smi()
     else:
-        r["device_name"] = platform.processor() or "CPU"
+        from csetgraph.engine.distributed import cpu_model
+
+        r["device_name"] = cpu_model()
+        r["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
 
 
 def _git_commit() -> str | None:

@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import os
+import platform
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -152,6 +153,33 @@ def resolve_device(
         )
     _check_gpu_index(device, dist_info, option)
     return device
+
+
+def describe_device(device: torch.device) -> str:
+    """What a timing ran on, for logs and benchmarks: ``"cuda:0 (NVIDIA H100 ...)"`` or
+    ``"cpu (AMD EPYC, AVX2, 2 threads)"`` (the CPU's model name, the vector instructions
+    torch's kernels use, and torch's intra-op threads)."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    if device.type != "cpu":
+        return str(device)
+    threads = torch.get_num_threads()
+    isa = torch.backends.cpu.get_cpu_capability()
+    return f"cpu ({cpu_model()}, {isa}, {threads} thread{'s' if threads != 1 else ''})"
+
+
+def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
+    """The CPU's model name: the ``model name`` line of Linux's ``cpuinfo``, else
+    :func:`platform.processor`, else ``"unknown CPU"``."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def backend_for(device: torch.device) -> str:

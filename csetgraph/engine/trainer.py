@@ -48,6 +48,7 @@ from csetgraph.engine import run_guard as rf
 from csetgraph.engine.averaging import build_weight_average
 from csetgraph.engine.distributed import (
     autocast_context,
+    describe_device,
     setup_process,
     teardown_process,
     wrap_ddp,
@@ -338,7 +339,7 @@ class Trainer:
             len(data.ir),
             sum(p.numel() for p in self.model.parameters()) / 1e6,
             len(self.sampler),
-            self.device,
+            describe_device(self.device),
             self.dist.world_size,
         )
 

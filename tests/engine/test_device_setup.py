@@ -299,3 +299,50 @@ def test_unknown_precision_is_a_config_error():
 def test_distributed_training_on_another_device_type_is_a_config_error():
     with pytest.raises(ConfigError, match="cuda \\(NCCL\\) or cpu \\(gloo\\)"):
         distributed.backend_for(torch.device("meta"))
+
+
+# ---------------------------------------------------------------------- describing the device
+
+
+def test_cpu_model_reads_the_model_name_line(tmp_path):
+    # Two processors, as Linux lists them; the first "model name" line is the answer.
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t: avx2\n\n"
+        "processor\t: 1\nmodel name\t: AMD EPYC 7B13\n"
+    )
+    assert distributed.cpu_model(cpuinfo) == "AMD EPYC 7B13"
+
+
+@pytest.mark.parametrize("content", [None, "processor\t: 0\nBogoMIPS\t: 50.00\n"])
+def test_cpu_model_falls_back_to_platform(tmp_path, monkeypatch, content):
+    # No cpuinfo file (macOS, Windows), or one without a model name (some ARM kernels).
+    cpuinfo = tmp_path / "cpuinfo"
+    if content is not None:
+        cpuinfo.write_text(content)
+    monkeypatch.setattr(distributed.platform, "processor", lambda: "arm")
+    assert distributed.cpu_model(cpuinfo) == "arm"
+    monkeypatch.setattr(distributed.platform, "processor", lambda: "")
+    assert distributed.cpu_model(cpuinfo) == "unknown CPU"
+
+
+def test_describe_device_names_the_cpu_its_instructions_and_threads(monkeypatch):
+    monkeypatch.setattr(distributed, "cpu_model", lambda: "Test CPU")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert (
+            distributed.describe_device(torch.device("cpu")) == "cpu (Test CPU, AVX512, 1 thread)"
+        )
+        torch.set_num_threads(2)
+        assert (
+            distributed.describe_device(torch.device("cpu")) == "cpu (Test CPU, AVX512, 2 threads)"
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_describe_device_names_the_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"Fake GPU {device}")
+    assert distributed.describe_device(torch.device("cuda:1")) == "cuda:1 (Fake GPU cuda:1)"
