@@ -46,7 +46,7 @@ from csetgraph.data.pipeline import PIPELINES, build_train_loader
 from csetgraph.data.samplers import CrossModalityIdentitySampler
 from csetgraph.data.synthetic import generate_sysu_mm01
 from csetgraph.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from csetgraph.engine.distributed import resolve_device
+from csetgraph.engine.distributed import describe_device, resolve_device
 from csetgraph.errors import run_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,7 +209,7 @@ def run(args) -> int:
     print(
         f"{len(paths)} training images from {cfg.root}; {args.height}x{args.width}, pad 10, "
         f"flip 0.5, erasing 0.5; batch {2 * args.ids * args.instances} images; "
-        f"{args.workers} workers; device {device}"
+        f"{args.workers} workers; device {describe_device(device)}"
     )
     print(f"cache build (one-off): {build:.1f}s, {len(paths) / build:.0f} img/s")
     rates = throughput(make_loaders(cfg, data, device, args.batches), args.rounds, device)

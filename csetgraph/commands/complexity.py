@@ -86,7 +86,7 @@ def measure(args: argparse.Namespace) -> int:
     import torch
 
     from csetgraph.config import load_config
-    from csetgraph.engine.distributed import resolve_device
+    from csetgraph.engine.distributed import describe_device, resolve_device
     from csetgraph.models import build_model
     from csetgraph.models.ablation import TABLE1, ablation_config
 
@@ -109,7 +109,7 @@ def measure(args: argparse.Namespace) -> int:
     ms = {name: statistics.median(t) / args.batch * 1e3 for name, t in times.items()}
     params = {n: sum(p.numel() for p in m.parameters()) / 1e6 for n, m in models.items()}
     print(
-        f"device {device}, batch {args.batch}, input {size[0]}x{size[1]}, "
+        f"device {describe_device(device)}, batch {args.batch}, input {size[0]}x{size[1]}, "
         f"backbone {base.model.backbone}, {args.rounds} rounds (median)"
     )
     print(format_table(params, ms, baseline=TABLE1[0][0]))
